@@ -1,0 +1,234 @@
+"""Tests for undo_lib.config: strict loading and validation of params.yaml."""
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from undo_lib.config import ParamsError, load_params, params_from_dict, to_dict
+
+REPO_ROOT = Path(__file__).parent.parent
+DELETE = object()  # marks a key that the case removes instead of setting
+
+
+def _set_key(params: dict, dotted: str, value) -> None:
+    """Set (or delete, for DELETE) the nested key ``dotted`` such as "distill.arithmetic.beta"."""
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+# (id, key set in smoke_params, value, dotted path expected in the message, value text expected)
+MALFORMED_CASES = [
+    # Unknown keys at every level
+    ("unknown-top", "foo", 1, "foo", "unknown key"),
+    ("unknown-shared", "shared.colour", "red", "shared.colour", "unknown key"),
+    ("unknown-data", "data.arithmetic.seq_length", 64, "data.arithmetic.seq_length", "unknown key"),
+    ("unknown-tokenizer", "tokenizer.arithmetic.merges", 10, "tokenizer.arithmetic.merges", "unknown key"),
+    ("unknown-model", "model.arithmetic.n_layers", 2, "model.arithmetic.n_layers", "unknown key"),
+    ("unknown-pretrain", "pretrain.arithmetic.learning_rate", 0.1,
+     "pretrain.arithmetic.learning_rate", "unknown key"),
+    ("unknown-unlearn", "unlearn.arithmetic.GradDiff", {}, "unlearn.arithmetic.GradDiff", "unknown key"),
+    ("unknown-unlearn-train", "unlearn.arithmetic.train.epochs", 3,
+     "unlearn.arithmetic.train.epochs", "unknown key"),
+    ("unknown-maxent", "unlearn.arithmetic.MaxEnt.forget_weight", 1.0,
+     "unlearn.arithmetic.MaxEnt.forget_weight", "unknown key"),
+    ("unknown-distill", "distill.arithmetic.temperature", 2.0, "distill.arithmetic.temperature", "unknown key"),
+    ("unknown-relearn-train", "relearn.arithmetic.train.attack", "sft",
+     "relearn.arithmetic.train.attack", "unknown key"),
+    ("unknown-evaluate", "evaluate.arithmetic.temperature", 0.0, "evaluate.arithmetic.temperature", "unknown key"),
+    ("unknown-figures", "figures.arithmetic.dpi", 300, "figures.arithmetic.dpi", "unknown key"),
+    # Missing keys
+    ("missing-shared", "shared", DELETE, "shared", "missing"),
+    ("missing-setting-section", "distill.arithmetic", DELETE, "distill.arithmetic", "missing"),
+    # Wrong types
+    ("str-for-int", "pretrain.arithmetic.steps", "4", "pretrain.arithmetic.steps", "'4'"),
+    ("list-for-float", "distill.arithmetic.beta", [0.1], "distill.arithmetic.beta", "[0.1]"),
+    ("bool-for-int", "pretrain.arithmetic.batch_size", True, "pretrain.arithmetic.batch_size", "True"),
+    ("float-for-int", "shared.seed", 1.5, "shared.seed", "1.5"),
+    ("bool-for-float", "pretrain.arithmetic.lr", True, "pretrain.arithmetic.lr", "True"),
+    ("word-for-float", "pretrain.arithmetic.lr", "fast", "pretrain.arithmetic.lr", "'fast'"),
+    ("str-for-list", "shared.settings", "arithmetic", "shared.settings", "'arithmetic'"),
+    # UNDO's alpha and beta
+    ("alpha-above-1", "distill.arithmetic.alphas", [0.5, 1.5], "distill.arithmetic.alphas[1]", "1.5"),
+    ("alpha-negative", "distill.arithmetic.alphas", [-0.1], "distill.arithmetic.alphas[0]", "-0.1"),
+    ("alpha-duplicate", "distill.arithmetic.alphas", [0.5, 0.5], "distill.arithmetic.alphas", "[0.5, 0.5]"),
+    ("beta-above-1", "distill.arithmetic.beta", 1.2, "distill.arithmetic.beta", "1.2"),
+    ("beta-negative", "distill.arithmetic.beta", -0.5, "distill.arithmetic.beta", "-0.5"),
+    # Learning rates
+    ("lr-grid-empty", "relearn.arithmetic.lrs", [], "relearn.arithmetic.lrs", "[]"),
+    ("lr-grid-negative", "relearn.arithmetic.lrs", [-0.001], "relearn.arithmetic.lrs", "[-0.001]"),
+    ("lr-grid-zero", "relearn.arithmetic.lrs", [0.001, 0.0], "relearn.arithmetic.lrs", "[0.001, 0.0]"),
+    ("lr-grid-duplicate", "relearn.arithmetic.lrs", [0.001, 0.001], "relearn.arithmetic.lrs", "[0.001, 0.001]"),
+    ("lr-negative", "pretrain.arithmetic.lr", -0.001, "pretrain.arithmetic.lr", "-0.001"),
+    ("lr-zero", "distill.arithmetic.train.lr", 0.0, "distill.arithmetic.train.lr", "0.0"),
+    ("lr-missing", "unlearn.arithmetic.train.lr", DELETE, "unlearn.arithmetic.train.lr", "None"),
+    ("relearn-lr-present", "relearn.arithmetic.train.lr", 0.001, "relearn.arithmetic.train.lr", "0.001"),
+    ("min-lr-above-lr", "distill.arithmetic.train.min_lr", 1.0, "distill.arithmetic.train.min_lr", "1.0"),
+    # Training loop knobs
+    ("steps-negative", "pretrain.arithmetic.steps", -1, "pretrain.arithmetic.steps", "-1"),
+    ("batch-size-zero", "unlearn.arithmetic.train.batch_size", 0, "unlearn.arithmetic.train.batch_size", "0"),
+    ("grad-accum-zero", "pretrain.arithmetic.grad_accum", 0, "pretrain.arithmetic.grad_accum", "0"),
+    ("warmup-negative", "pretrain.arithmetic.warmup_steps", -1, "pretrain.arithmetic.warmup_steps", "-1"),
+    ("loss-positions-unknown", "pretrain.arithmetic.loss_positions", "prompt",
+     "pretrain.arithmetic.loss_positions", "'prompt'"),
+    ("distill-eval-every-zero", "distill.arithmetic.train.eval_every", 0,
+     "distill.arithmetic.train.eval_every", "0"),
+    ("stop-consecutive-zero", "distill.arithmetic.stop_consecutive", 0, "distill.arithmetic.stop_consecutive", "0"),
+    # Model shape
+    ("kv-heads-not-divisor", "model.arithmetic.num_key_value_heads", 3, "model.arithmetic.num_key_value_heads", "3"),
+    ("heads-times-dim", "model.arithmetic.head_dim", 8, "model.arithmetic.head_dim", "8"),
+    ("hidden-zero", "model.arithmetic.num_hidden_layers", 0, "model.arithmetic.num_hidden_layers", "0"),
+    ("seq-len-too-long", "data.arithmetic.seq_len", 128, "data.arithmetic.seq_len", "128"),
+    ("vocab-too-small", "tokenizer.arithmetic.vocab_size", 100, "tokenizer.arithmetic.vocab_size", "100"),
+    # Data fractions
+    ("word-fraction-above-1", "data.arithmetic.word_problem_fraction", 1.5,
+     "data.arithmetic.word_problem_fraction", "1.5"),
+    # Choices and cross-section rules
+    ("method-unknown", "unlearn.arithmetic.method", "GradDiff", "unlearn.arithmetic.method", "'GradDiff'"),
+    ("setting-unknown", "shared.settings", ["arithmetic", "chess"], "shared.settings", "'chess'"),
+    ("settings-empty", "shared.settings", [], "shared.settings", "[]"),
+    ("device-unknown", "shared.device", "tpu", "shared.device", "'tpu'"),
+    ("robustness-step-too-late", "figures.arithmetic.robustness_step", 5, "figures.arithmetic.robustness_step", "5"),
+    ("threads-negative", "shared.torch_threads", -2, "shared.torch_threads", "-2"),
+]
+
+
+@pytest.mark.parametrize(
+    "key, value, expected_path, expected_value",
+    [case[1:] for case in MALFORMED_CASES],
+    ids=[case[0] for case in MALFORMED_CASES],
+)
+def test_malformed_params_rejected(smoke_params_dict, key, value, expected_path, expected_value):
+    _set_key(smoke_params_dict, key, value)
+
+    with pytest.raises(ParamsError) as excinfo:
+        params_from_dict(smoke_params_dict)
+
+    message = str(excinfo.value)
+    assert expected_path in message, f"message does not name the key {expected_path!r}: {message}"
+    assert expected_value in message, f"message does not show {expected_value!r}: {message}"
+
+
+def test_malformed_case_ids_unique():
+    ids = [case[0] for case in MALFORMED_CASES]
+
+    assert len(ids) == len(set(ids))
+    assert len(ids) >= 30
+
+
+# Values that cannot be right but that validation accepts, so a run fails or reports wrong numbers later.
+VALIDATION_GAP_CASES = [
+    ("evaluate-batch-size-zero", "evaluate.arithmetic.batch_size", 0, "evaluate.arithmetic.batch_size"),
+    ("evaluate-max-new-tokens-zero", "evaluate.arithmetic.max_new_tokens", 0,
+     "evaluate.arithmetic.max_new_tokens"),
+    ("retain-weight-negative", "unlearn.arithmetic.MaxEnt.retain_weight", -1.0,
+     "unlearn.arithmetic.MaxEnt.retain_weight"),
+    ("robustness-step-negative", "figures.arithmetic.robustness_step", -1, "figures.arithmetic.robustness_step"),
+    ("lr-infinite", "pretrain.arithmetic.lr", math.inf, "pretrain.arithmetic.lr"),
+]
+
+
+@pytest.mark.parametrize(
+    "key, value, expected_path",
+    [case[1:] for case in VALIDATION_GAP_CASES],
+    ids=[case[0] for case in VALIDATION_GAP_CASES],
+)
+def test_unchecked_values_rejected(smoke_params_dict, key, value, expected_path):
+    _set_key(smoke_params_dict, key, value)
+
+    with pytest.raises(ParamsError) as excinfo:
+        params_from_dict(smoke_params_dict)
+
+    assert expected_path in str(excinfo.value)
+
+
+def test_top_level_key_path(smoke_params_dict):
+    smoke_params_dict["foo"] = 1
+
+    with pytest.raises(ParamsError) as excinfo:
+        params_from_dict(smoke_params_dict)
+
+    assert str(excinfo.value).startswith("foo: unknown key")
+
+
+def test_misspelt_key_suggests_fix(smoke_params_dict):
+    smoke_params_dict["distill"]["arithmetic"]["alpha"] = [0.5]
+
+    with pytest.raises(ParamsError) as excinfo:
+        params_from_dict(smoke_params_dict)
+
+    message = str(excinfo.value)
+    assert "distill.arithmetic.alpha:" in message
+    assert "Did you mean 'alphas'?" in message
+
+
+def test_non_mapping_file_rejected():
+    with pytest.raises(ParamsError, match="mapping"):
+        params_from_dict(["shared", "data"])
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "tests/smoke_params.yaml"])
+def test_repository_params_load(name):
+    params = load_params(REPO_ROOT / name)
+
+    assert params.shared.settings == ("arithmetic",)
+    assert "arithmetic" in params.distill
+
+
+def test_load_params_missing_file(tmp_path):
+    missing = tmp_path / "nowhere" / "params.yaml"
+
+    with pytest.raises(ParamsError) as excinfo:
+        load_params(missing)
+
+    assert str(missing) in str(excinfo.value)
+
+
+def test_float_from_yaml_string(tmp_path, smoke_params_dict):
+    text = yaml.safe_dump(smoke_params_dict).replace("lr: 0.003", "lr: 1e-3", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert isinstance(yaml.safe_load(text)["distill"]["arithmetic"]["train"]["lr"], str), \
+        "precondition: PyYAML should read 1e-3 as a string"
+
+    params = load_params(path)
+
+    assert params.distill["arithmetic"].train.lr == 1e-3
+    assert isinstance(params.distill["arithmetic"].train.lr, float)
+
+
+def test_int_for_float_converted(smoke_params_dict):
+    smoke_params_dict["distill"]["arithmetic"]["beta"] = 1
+
+    params = params_from_dict(smoke_params_dict)
+
+    assert params.distill["arithmetic"].beta == 1.0
+    assert isinstance(params.distill["arithmetic"].beta, float)
+
+
+def test_defaults_fill_omitted_keys(smoke_params_dict):
+    smoke_params_dict["pretrain"]["arithmetic"].pop("grad_accum", None)
+    smoke_params_dict["unlearn"]["arithmetic"]["train"].pop("min_lr", None)
+
+    params = params_from_dict(smoke_params_dict)
+
+    assert params.pretrain["arithmetic"].grad_accum == 1
+    assert params.unlearn["arithmetic"].train.min_lr is None
+
+
+def test_to_dict_round_trip(smoke_params_dict):
+    params = params_from_dict(smoke_params_dict)
+
+    plain = to_dict(params)
+    rebuilt = params_from_dict(yaml.safe_load(yaml.safe_dump(plain)))
+
+    assert rebuilt == params
+    assert plain["distill"]["arithmetic"]["alphas"] == [0.5]
+    assert plain["shared"]["settings"] == ["arithmetic"]

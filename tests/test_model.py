@@ -1,0 +1,143 @@
+"""Tests for undo_lib.model: building, counting, saving and loading tiny Gemma2 models."""
+
+import pytest
+import torch
+from transformers import Gemma2ForCausalLM
+
+from undo_lib.model import build_model, count_parameters, load_model, resolve_device, save_model
+from undo_lib.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+def _sample_ids(vocab: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(0, vocab, (2, 12), generator=gen)
+
+
+def test_build_model_shape(tiny_model, tiny_model_params, tokenizer):
+    config = tiny_model.config
+
+    assert isinstance(tiny_model, Gemma2ForCausalLM)
+    assert config.vocab_size == len(tokenizer)
+    assert config.hidden_size == tiny_model_params.hidden_size
+    assert config.num_hidden_layers == 2
+    assert len(tiny_model.model.layers) == 2
+    assert config.num_attention_heads == 2
+    assert config.num_key_value_heads == 1
+    assert config.head_dim == 16
+    assert config.intermediate_size == 64
+    assert config.query_pre_attn_scalar == 16
+    assert config.max_position_embeddings == 64
+    assert tuple(tiny_model.model.embed_tokens.weight.shape) == (len(tokenizer), 32)
+
+
+def test_build_model_token_ids(tiny_model):
+    assert tiny_model.config.pad_token_id == PAD_ID
+    assert tiny_model.config.eos_token_id == EOS_ID
+    assert tiny_model.config.bos_token_id == BOS_ID
+
+
+def test_build_model_eager_attention(tiny_model):
+    assert tiny_model.config._attn_implementation == "eager"
+
+
+def test_logits_shape(tiny_model, tokenizer):
+    ids = _sample_ids(len(tokenizer))
+
+    with torch.no_grad():
+        logits = tiny_model(input_ids=ids).logits
+
+    assert tuple(logits.shape) == (2, 12, len(tokenizer))
+
+
+def test_same_seed_same_init(tiny_model_params, tokenizer):
+    first = build_model(tiny_model_params, len(tokenizer), seed=4)
+    second = build_model(tiny_model_params, len(tokenizer), seed=4)
+    third = build_model(tiny_model_params, len(tokenizer), seed=5)
+
+    for (name, p), q in zip(first.named_parameters(), second.parameters()):
+        assert torch.equal(p, q), f"{name} differs for the same seed"
+    assert not torch.equal(first.model.embed_tokens.weight, third.model.embed_tokens.weight)
+
+
+def test_count_parameters_tied_once(tiny_model, tokenizer):
+    vocab, hidden, inter, head_dim = len(tokenizer), 32, 64, 16
+    q_heads, kv_heads, layers = 2, 1, 2
+    attention = hidden * q_heads * head_dim + 2 * hidden * kv_heads * head_dim + q_heads * head_dim * hidden
+    mlp = 3 * hidden * inter
+    norms = 4 * hidden  # input, post-attention, pre-feedforward and post-feedforward RMSNorm
+    expected = vocab * hidden + layers * (attention + mlp + norms) + hidden  # + final norm
+
+    assert count_parameters(tiny_model) == expected
+    assert tiny_model.lm_head.weight is tiny_model.model.embed_tokens.weight
+
+
+def test_save_load_identical_logits(tiny_model, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            if p.ndim == 1:  # RMSNorm gains start at 0, so shift them to make them matter
+                p.add_(0.1)
+    ids = _sample_ids(len(tokenizer))
+    tiny_model.eval()
+    with torch.no_grad():
+        expected = tiny_model(input_ids=ids).logits
+
+    save_model(tiny_model, tokenizer, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    with torch.no_grad():
+        actual = loaded(input_ids=ids).logits
+
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "model" / "tokenizer.json").is_file()
+    assert torch.equal(actual, expected)
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+    assert loaded.config._attn_implementation == "eager"
+
+
+def test_save_replaces_old_output(tiny_model, tokenizer, tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "stale.txt").write_text("from an earlier run")
+
+    save_model(tiny_model, tokenizer, target)
+
+    assert not (target / "stale.txt").exists()
+    assert (target / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], "temporary folders were left behind"
+
+
+def test_load_rejects_pickle(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not a real checkpoint")
+
+    with pytest.raises(FileNotFoundError) as excinfo:
+        load_model(tmp_path)
+
+    message = str(excinfo.value)
+    assert "safetensors" in message
+    assert "pytorch_model.bin" in message
+    assert str(tmp_path) in message
+
+
+def test_load_truncated_safetensors(tiny_model, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    save_model(tiny_model, tokenizer, tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    content = weights.read_bytes()
+    weights.write_bytes(content[: len(content) // 2])
+
+    with pytest.raises(Exception) as excinfo:
+        load_model(tmp_path / "model")
+
+    assert str(excinfo.value), "the error for a truncated checkpoint has no message"
+
+
+def test_resolve_device_cpu():
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_resolve_device_missing_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    with pytest.raises(RuntimeError, match="cuda"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")

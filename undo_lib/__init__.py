@@ -1,0 +1,6 @@
+"""undo_lib: the library behind the UNDO (Unlearn-Noise-Distill-on-Outputs) reproduction.
+
+Modules: ``config`` (strict params), ``arithmetic`` and ``prepare`` (data), ``tokenizer``,
+``model``, ``data`` (packing), ``losses``, ``methods`` (unlearning losses), ``train`` (the shared
+loop), ``noise`` (UNDO), ``distill``, ``relearn``, ``evaluate``, ``compute``, ``plots``, ``io``.
+"""

@@ -1,0 +1,116 @@
+"""The arithmetic data stage: every text file the later stages train and evaluate on.
+
+Mixtures follow the paper's proportions. The full mixture draws English text with probability
+``english_fraction`` and otherwise an arithmetic problem of any of the four ops. The oracle mixture
+keeps the same share of add/sub documents and fills the rest with English, so both models see the
+same amount of retain arithmetic. Unlearning uses mul/div (forget) and add/sub (retain) problems; the
+relearning attack uses fresh mul/div problems from the training templates. Evaluation prompts use
+the held-out word-problem templates, and this stage checks that none of their text occurs in any
+training file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from pathlib import Path
+
+from undo_lib import arithmetic as ar
+from undo_lib.config import ArithmeticDataParams, TokenizerParams
+from undo_lib.io import write_json, write_jsonl
+from undo_lib.tokenizer import train_tokenizer
+
+logger = logging.getLogger(__name__)
+
+TRAINING_FILES = ("pretrain_full", "pretrain_oracle", "distill", "forget", "retain", "relearn", "english_train")
+
+
+def _mixture(n: int, english: list[str], english_prob: float, ops: tuple[str, ...],
+             word_problem_fraction: float, rng: random.Random) -> list[dict]:
+    records = []
+    for _ in range(n):
+        if rng.random() < english_prob:
+            records.append({"text": rng.choice(english), "source": "english"})
+        else:
+            problem = ar.sample_problems(ops, 1, rng, word_problem_fraction)[0]
+            records.append(problem.to_record())
+    return records
+
+
+def _problems(n: int, ops: tuple[str, ...], word_problem_fraction: float, rng: random.Random) -> list[dict]:
+    return [p.to_record() for p in ar.sample_problems(ops, n, rng, word_problem_fraction)]
+
+
+def build_arithmetic_files(params: ArithmeticDataParams, seed: int) -> dict[str, list[dict]]:
+    """All arithmetic-setting record lists, keyed by file name (without ``.jsonl``)."""
+    english_train, english_val = ar.split_documents(
+        ar.english_documents(params.english_max_chars), params.english_validation_fraction
+    )
+    p_en, wp = params.english_fraction, params.word_problem_fraction
+    oracle_english_prob = 1 - (1 - p_en) * len(ar.RETAIN_OPS) / len(ar.OPS)  # same add/sub share
+    rng = {name: random.Random(f"{seed}-{name}") for name in TRAINING_FILES}
+    files = {
+        "pretrain_full": _mixture(params.pretrain_documents, english_train, p_en, ar.OPS, wp, rng["pretrain_full"]),
+        "pretrain_oracle": _mixture(params.pretrain_documents, english_train, oracle_english_prob,
+                                    ar.RETAIN_OPS, wp, rng["pretrain_oracle"]),
+        "distill": _mixture(params.distill_documents, english_train, p_en, ar.OPS, wp, rng["distill"]),
+        "forget": _problems(params.unlearn_documents, ar.FORGET_OPS, wp, rng["forget"]),
+        "retain": _problems(params.unlearn_documents, ar.RETAIN_OPS, wp, rng["retain"]),
+        "relearn": _problems(params.relearn_documents, ar.FORGET_OPS, wp, rng["relearn"]),
+        "english_train": [{"text": t, "source": "english"} for t in english_train],
+        "english_validation": [{"text": t, "source": "english"} for t in english_val],
+        "eval": [p.to_record() for op in ar.OPS for kind in ar.KINDS
+                 for p in ar.evaluation_set(op, kind, params.eval_prompts, params.eval_seed)],
+    }
+    return files
+
+
+def find_leaks(files: dict[str, list[dict]]) -> list[str]:
+    """Held-out template fragments or evaluation word-problem prompts found in training text."""
+    fragments = {frag for templates in ar.EVAL_TEMPLATES.values() for prompt, _ in templates
+                 for frag in ar.template_fragments(prompt)}
+    fragments |= {r["prompt"] for r in files["eval"] if r["kind"] == "word_problem"}
+    training_text = "\n".join(r["text"] for name in TRAINING_FILES for r in files[name])
+    return sorted(f for f in fragments if f in training_text)
+
+
+def check_relearn_domain(records: list[dict]) -> None:
+    """Raise unless every relearning record is a forget-domain (mul/div) problem."""
+    bad = [r for r in records if r.get("op") not in ar.FORGET_OPS]
+    if bad:
+        raise ValueError(f"relearning data must be forget-domain only ({ar.FORGET_OPS}); "
+                         f"found {len(bad)} other records, e.g. {bad[0]!r}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_arithmetic_data(params: ArithmeticDataParams, tokenizer_params: TokenizerParams, seed: int,
+                          out_dir: str | Path) -> dict:
+    """Generate, check and write every data file and the tokenizer to ``out_dir``; return the manifest."""
+    out_dir = Path(out_dir)
+    files = build_arithmetic_files(params, seed)
+    leaks = find_leaks(files)
+    if leaks:
+        raise RuntimeError(f"held-out evaluation text occurs in training data: {leaks[:5]}")
+    check_relearn_domain(files["relearn"])
+
+    for name, records in files.items():
+        write_jsonl(out_dir / f"{name}.jsonl", records)
+    sample = [r["text"] for r in files["pretrain_full"][: tokenizer_params.training_documents]]
+    tokenizer = train_tokenizer(sample, tokenizer_params.vocab_size, tokenizer_params.min_frequency)
+    tokenizer.save_pretrained(out_dir / "tokenizer")
+
+    manifest = {
+        "documents": {name: len(records) for name, records in files.items()},
+        "sha256": {f"{name}.jsonl": _sha256(out_dir / f"{name}.jsonl") for name in files},
+        "vocab_size": len(tokenizer),
+        "english_share": {name: sum(r.get("source") == "english" for r in files[name]) / len(files[name])
+                          for name in ("pretrain_full", "pretrain_oracle", "distill")},
+        "leak_check": "no held-out template text in training files",
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    logger.info("wrote %d files to %s", len(files), out_dir)
+    return manifest

@@ -1,0 +1,55 @@
+"""Relearning attacks: finetune a model on forget-domain data and watch the forget metric return.
+
+One attack is one learning rate; the pipeline runs the LR grid as separate DVC stages and
+``worst_case`` combines them: at every attack step it keeps the attacker's best result over LRs
+(highest forget accuracy). A run whose loss diverges is kept and flagged, not dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from undo_lib.config import TrainParams
+from undo_lib.train import DivergenceError, train
+
+logger = logging.getLogger(__name__)
+
+
+def attack_params(params: TrainParams, lr: float) -> TrainParams:
+    """The relearning TrainParams with the grid's LR filled in (constant after warmup)."""
+    from dataclasses import replace
+
+    return replace(params, lr=lr, min_lr=lr)
+
+
+def run_attack(model, loss_fn, batches, params: TrainParams, lr: float, flops_per_token: float, evaluate):
+    """Run one attack at ``lr``; returns (history rows, diverged flag, TrainResult or None)."""
+    try:
+        result = train(model, loss_fn, batches, attack_params(params, lr), flops_per_token, evaluate)
+    except DivergenceError as err:
+        logger.warning("attack at lr=%g diverged at step %d; recording it as diverged", lr, err.step)
+        before = [dict(row, lr=lr, diverged=False) for row in err.history if "forget" in row]
+        return before + [{"step": err.step, "lr": lr, "diverged": True}], True, None
+    rows = [dict(row, lr=lr, diverged=False) for row in result.history if "forget" in row]
+    return rows, False, result
+
+
+def worst_case(history: pd.DataFrame, metric: str = "forget", higher_is_worse: bool = True) -> pd.DataFrame:
+    """Per model and attack step, the attacker's best value of ``metric`` over learning rates.
+
+    Args:
+        history: rows with columns ``model``, ``step``, ``lr`` and ``metric``; diverged runs have
+            no metric value at their steps and are skipped here (they are reported separately).
+        metric: column to combine.
+        higher_is_worse: True for accuracies (the attacker maximises), False for losses.
+
+    Returns:
+        DataFrame with columns model, step, metric and ``best_lr``.
+    """
+    rows = history.dropna(subset=[metric]).reset_index(drop=True)
+    idx = rows.groupby(["model", "step"])[metric].idxmax() if higher_is_worse else \
+        rows.groupby(["model", "step"])[metric].idxmin()
+    best = rows.loc[idx, ["model", "step", metric, "lr"]].rename(columns={"lr": "best_lr"})
+    return best.sort_values(["model", "step"]).reset_index(drop=True)
