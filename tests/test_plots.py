@@ -51,11 +51,12 @@ STUDENTS = {  # folder, model name, cost fraction (flops, tokens), steps, stoppe
 def _history_rows(model, lr, forget):
     if forget is None:
         return [{"step": DIVERGED_STEP, "lr": float(lr), "loss": None, "tokens": None, "forget": None,
-                 "retain": None, "acc/multiplication/equation": None, "diverged": True, "model": model}]
+                 "retain": None, "acc/multiplication/equation": None,
+                 "acc/division/equation": None, "diverged": True, "model": model}]
     # The step-0 lr differs from the folder's grid LR, as a warmup LR would, so the loader must use the folder.
     return [{"step": step, "lr": float(lr) * (0.5 if step == 0 else 1.0), "loss": 2.0 - value,
              "tokens": step * 100, "forget": value, "retain": 0.9,
-             "acc/multiplication/equation": value, "diverged": False, "model": model}
+             "acc/multiplication/equation": value, "acc/division/equation": value / 2, "diverged": False, "model": model}
             for step, value in zip(STEPS, forget)]
 
 
@@ -507,3 +508,10 @@ def test_notebook_cells_run(tmp_path, root, monkeypatch):
     assert [row["model"] for row in summary["models"]] == MODELS
     assert summary["diverged_runs"] == [{"model": "undo_0.3", "lr": 0.001, "step": DIVERGED_STEP}]
     assert np.isclose(summary["models"][3]["relative_robustness"], (0.50 - 0.90) / (0.30 - 0.90))
+
+
+def test_equation_forget_is_mean(tmp_path):
+    frame = pd.DataFrame({"acc/multiplication/equation": [0.5, None], "acc/division/equation": [0.25, 0.5]})
+    out = plots.add_equation_forget(frame)
+    assert out["forget_equations"].iloc[0] == 0.375
+    assert math.isnan(out["forget_equations"].iloc[1]), "a missing score must not be averaged away"

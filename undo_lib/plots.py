@@ -59,10 +59,12 @@ LR_COLORMAP = "plasma"
 MIN_REFERENCE_GAP = 1e-9
 ACCURACY_LIMITS = (-0.02, 1.02)  # [0, 1] plus a margin, so lines at 0 or 1 stay visible
 NOTE_WIDTH = 90  # characters per line of a figure note
+FORGET_EQUATION_COLUMNS = ("acc/multiplication/equation", "acc/division/equation")
 
 
 # ----------------------------------------------------------------------------------------------
 # Model names, labels and styles
+
 
 
 def undo_alpha(name: str) -> float | None:
@@ -488,25 +490,35 @@ def _add_legend(ax: Axes, **kwargs) -> None:
         ax.legend(**kwargs)
 
 
+def add_equation_forget(histories: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy of ``histories`` with ``forget_equations``, the mean mul/div equation accuracy."""
+    out = histories.copy()
+    out["forget_equations"] = out[list(FORGET_EQUATION_COLUMNS)].mean(axis=1, skipna=False)
+    return out
+
+
 def plot_relearning_curves(worst: pd.DataFrame, diverged: pd.DataFrame | None = None,
-                           robustness_step: int | None = None) -> Figure:
+                           robustness_step: int | None = None, metric: str = "forget",
+                           title: str = "Relearning attack (worst case over LRs)") -> Figure:
     """Plot worst-case forget accuracy against attack step, one line per model.
 
     Args:
         worst: worst case over LRs from ``undo_lib.relearn.worst_case``.
         diverged: diverged attacks from ``diverged_runs``, listed in a note under the axes.
         robustness_step: if given, a dotted vertical line marks this attack step.
+        metric: the column of ``worst`` to plot (``forget`` or ``forget_equations``).
+        title: the axes title.
     """
     fig = Figure(figsize=(8, 4.8), layout="constrained")
     ax = fig.add_subplot()
     for name in sort_models(worst["model"]):
         rows = worst[worst["model"] == name].sort_values("step")
-        ax.plot(rows["step"], rows["forget"], label=model_label(name), markersize=4, **model_style(name))
+        ax.plot(rows["step"], rows[metric], label=model_label(name), markersize=4, **model_style(name))
     if robustness_step is not None:
         ax.axvline(robustness_step, color="0.6", linestyle=":", linewidth=1,
                    label=f"robustness read-out (step {robustness_step})")
-    ax.set(xlabel="attack step", ylabel="forget accuracy (worst case over LRs)", ylim=ACCURACY_LIMITS,
-           title="Relearning attack (worst case over LRs)")
+    ylabel = "forget accuracy" if metric == "forget" else "mul/div equation accuracy"
+    ax.set(xlabel="attack step", ylabel=f"{ylabel} (worst case over LRs)", ylim=ACCURACY_LIMITS, title=title)
     ax.grid(alpha=0.3)
     _add_legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     _add_note(ax, diverged_note(diverged))

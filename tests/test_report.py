@@ -1,0 +1,38 @@
+"""Tests of the README tables built from a run's outputs."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+
+from undo_lib.report import durations_table, results_table, stage_durations
+
+
+def _executed_notebook(path, seconds):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"duration": seconds}
+    nbformat.write(nb, path)
+
+
+def test_results_table_rows(tmp_path):
+    summary = {"robustness_step": 50, "models": [
+        {"label": "Oracle", "retain_before": 0.5, "forget_before": 0.0, "forget_at_step": 0.25,
+         "forget_equations_at_step": None, "relative_robustness": 1.0, "distill_steps": None,
+         "cost_fraction_flops": 1.0},
+    ]}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+    table = results_table(path)
+    assert "| Oracle | 0.500 | 0.000 | 0.250 | – | 1.000 | – | 1.000 |" in table
+    assert "step 50" in table
+
+
+def test_durations_grouped_by_stage(tmp_path):
+    _executed_notebook(tmp_path / "pretrain-full.ipynb", 60.0)
+    _executed_notebook(tmp_path / "pretrain-oracle.ipynb", 120.0)
+    _executed_notebook(tmp_path / "figures.ipynb", 30.0)
+    assert stage_durations(tmp_path) == [("figures", 30.0), ("pretrain-full", 60.0), ("pretrain-oracle", 120.0)]
+    table = durations_table(tmp_path)
+    assert "| pretrain | 2 | 3.0 |" in table
+    assert "| **total** | 3 | **3.5** |" in table
