@@ -1,8 +1,8 @@
 """The arithmetic data stage: every text file the later stages train and evaluate on.
 
-Mixtures follow the paper's proportions. The full mixture draws English text with probability
-``english_fraction`` and otherwise an arithmetic problem of any of the four ops. The oracle mixture
-keeps the same share of add/sub documents and fills the rest with English, so both models see the
+The full mixture draws English text with probability ``english_fraction`` and otherwise an
+arithmetic problem of any of the four ops. The oracle mixture drops mul/div and fills with English
+so that add/sub keeps the same share of the text, as in the paper, and both models see about the
 same amount of retain arithmetic. Unlearning uses mul/div (forget) and add/sub (retain) problems; the
 relearning attack uses fresh mul/div problems from the training templates. Evaluation prompts use
 the held-out word-problem templates, and this stage checks that none of their text occurs in any
@@ -42,13 +42,35 @@ def _problems(n: int, ops: tuple[str, ...], word_problem_fraction: float, rng: r
     return [p.to_record() for p in ar.sample_problems(ops, n, rng, word_problem_fraction)]
 
 
+def _mean_chars(texts: list[str]) -> float:
+    return sum(len(t) for t in texts) / len(texts)
+
+
+def oracle_english_probability(english: list[str], english_fraction: float, word_problem_fraction: float,
+                               seed: int, samples: int = 4000) -> float:
+    """English probability of the oracle mixture that keeps the full mixture's add/sub text share.
+
+    The paper interleaves packed sequences, so its probabilities are token shares: 12.5% add/sub in
+    both the full mixture (25% arithmetic, all ops) and the oracle's (12.5% add/sub, 87.5% English).
+    Here documents are mixed, so the probability is solved from mean document lengths in characters
+    (a proxy for tokens) such that add/sub makes up the same share of text in both mixtures.
+    """
+    rng = random.Random(f"{seed}-lengths")
+    retain = _mean_chars([p.text for p in ar.sample_problems(ar.RETAIN_OPS, samples, rng, word_problem_fraction)])
+    forget = _mean_chars([p.text for p in ar.sample_problems(ar.FORGET_OPS, samples, rng, word_problem_fraction)])
+    text = _mean_chars(english)
+    arithmetic_prob = (1 - english_fraction) / 2  # per op group, ops are drawn uniformly
+    share = arithmetic_prob * retain / (english_fraction * text + arithmetic_prob * (retain + forget))
+    return retain * (1 - share) / (retain * (1 - share) + share * text)
+
+
 def build_arithmetic_files(params: ArithmeticDataParams, seed: int) -> dict[str, list[dict]]:
     """All arithmetic-setting record lists, keyed by file name (without ``.jsonl``)."""
     english_train, english_val = ar.split_documents(
         ar.english_documents(params.english_max_chars), params.english_validation_fraction
     )
     p_en, wp = params.english_fraction, params.word_problem_fraction
-    oracle_english_prob = 1 - (1 - p_en) * len(ar.RETAIN_OPS) / len(ar.OPS)  # same add/sub share
+    oracle_english_prob = oracle_english_probability(english_train, p_en, wp, seed)
     rng = {name: random.Random(f"{seed}-{name}") for name in TRAINING_FILES}
     files = {
         "pretrain_full": _mixture(params.pretrain_documents, english_train, p_en, ar.OPS, wp, rng["pretrain_full"]),
@@ -83,6 +105,16 @@ def check_relearn_domain(records: list[dict]) -> None:
                          f"found {len(bad)} other records, e.g. {bad[0]!r}")
 
 
+def _share(records: list[dict], predicate) -> float:
+    return sum(map(predicate, records)) / len(records)
+
+
+def _text_share(records: list[dict], ops: tuple[str, ...]) -> float:
+    """Share of a file's characters that belong to problems of ``ops``."""
+    total = sum(len(r["text"]) for r in records)
+    return sum(len(r["text"]) for r in records if r.get("op") in ops) / total
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -107,8 +139,10 @@ def write_arithmetic_data(params: ArithmeticDataParams, tokenizer_params: Tokeni
         "documents": {name: len(records) for name, records in files.items()},
         "sha256": {f"{name}.jsonl": _sha256(out_dir / f"{name}.jsonl") for name in files},
         "vocab_size": len(tokenizer),
-        "english_share": {name: sum(r.get("source") == "english" for r in files[name]) / len(files[name])
-                          for name in ("pretrain_full", "pretrain_oracle", "distill")},
+        "english_document_share": {name: _share(files[name], lambda r: r.get("source") == "english")
+                                   for name in ("pretrain_full", "pretrain_oracle", "distill")},
+        "retain_text_share": {name: _text_share(files[name], ar.RETAIN_OPS)
+                              for name in ("pretrain_full", "pretrain_oracle", "distill")},
         "leak_check": "no held-out template text in training files",
     }
     write_json(out_dir / "manifest.json", manifest)
