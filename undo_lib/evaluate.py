@@ -24,12 +24,18 @@ logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy continuations of ``prompts`` (decoded with special tokens kept), in batches."""
+    """Greedy continuations of ``prompts`` (decoded with special tokens kept), in batches.
+
+    Prompts are batched in order of length, so short equations are not padded to the length of
+    word problems; the outputs come back in the order of ``prompts``.
+    """
     device = next(model.parameters()).device
-    outputs: list[str] = []
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    for i in range(0, len(prompts), batch_size):
-        chunk = [[BOS_ID] + ids for ids in encoded[i : i + batch_size]]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    outputs: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        chunk = [[BOS_ID] + encoded[i] for i in indices]
         width = max(len(ids) for ids in chunk)
         input_ids = torch.tensor([[PAD_ID] * (width - len(ids)) + ids for ids in chunk], device=device)
         attention_mask = (torch.arange(width, device=device)[None, :] >= torch.tensor(
@@ -38,7 +44,8 @@ def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, b
             input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
             do_sample=False, pad_token_id=PAD_ID, eos_token_id=None, use_cache=True,
         )
-        outputs += tokenizer.batch_decode(generated[:, width:], skip_special_tokens=False)
+        for i, text in zip(indices, tokenizer.batch_decode(generated[:, width:], skip_special_tokens=False)):
+            outputs[i] = text
     return outputs
 
 
