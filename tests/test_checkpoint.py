@@ -287,6 +287,7 @@ class _Planted:
         return (open, (self.path, "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_planted_pickle_not_executed(tiny_model_params, tokenizer, tmp_path):
     ckpt = tmp_path / "ckpt"
     _interrupted_checkpoint(tiny_model_params, len(tokenizer), ckpt)
