@@ -1,6 +1,11 @@
-"""Shared fixtures: a small trained tokenizer, a tiny Gemma2 and the smoke params as a dict."""
+"""Shared fixtures: a small trained tokenizer, a tiny Gemma2, the smoke params as a dict, and
+copies of the project for the end-to-end DVC tests."""
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +17,9 @@ from undo_lib.model import build_model
 from undo_lib.tokenizer import train_tokenizer
 
 TESTS_DIR = Path(__file__).parent
+ROOT = TESTS_DIR.parent
 SMOKE_PARAMS_FILE = TESTS_DIR / "smoke_params.yaml"
+VENV_BIN = Path(sys.executable).parent
 
 ENGLISH_SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -79,3 +86,56 @@ def _smoke_params_parsed() -> dict:
 def smoke_params_dict(_smoke_params_parsed) -> dict:
     """The parsed tests/smoke_params.yaml, deep-copied so a test may mutate it freely."""
     return copy.deepcopy(_smoke_params_parsed)
+
+
+def set_key(params: dict, dotted: str, value) -> None:
+    """Set the nested key ``dotted`` (such as "pretrain.arithmetic.checkpoint_every") in ``params``."""
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[last] = value
+
+
+class ProjectCopy:
+    """A copy of the repository's tracked and untracked files (outputs/ excluded) in ``root``.
+
+    params.yaml is the smoke params with ``overrides`` applied. Subprocesses get PYTHONPATH set to
+    the copy, so DVC and every Papermill kernel import the copy's undo_lib, not an installed one.
+    """
+
+    def __init__(self, root: Path, params: dict):
+        self.root = root
+        files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.split()
+        for rel in files:
+            if rel.startswith("outputs/") or not (ROOT / rel).is_file():
+                continue
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, target)
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+        self.env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+                    "PYTHONPATH": str(root)}
+
+    def dvc(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run ``dvc *args`` in the copy and return the finished process (output captured)."""
+        return subprocess.run(["dvc", *args], cwd=self.root, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def outputs(self, *parts: str) -> Path:
+        return self.root.joinpath("outputs", "arithmetic", *parts)
+
+
+@pytest.fixture(scope="session")
+def project_copy(tmp_path_factory, _smoke_params_parsed):
+    """Factory of ProjectCopy objects: ``project_copy(name, {"dotted.key": value, ...})``."""
+
+    def make(name: str, overrides: dict | None = None) -> ProjectCopy:
+        params = copy.deepcopy(_smoke_params_parsed)
+        for key, value in (overrides or {}).items():
+            set_key(params, key, value)
+        return ProjectCopy(tmp_path_factory.mktemp(name), params)
+
+    return make

@@ -97,6 +97,17 @@ MALFORMED_CASES = [
     ("device-unknown", "shared.device", "tpu", "shared.device", "'tpu'"),
     ("robustness-step-too-late", "figures.arithmetic.robustness_step", 5, "figures.arithmetic.robustness_step", "5"),
     ("threads-negative", "shared.torch_threads", -2, "shared.torch_threads", "-2"),
+    ("check-memory-word", "shared.check_memory", "yes", "shared.check_memory", "'yes'"),
+    # Settings without the data a stage needs
+    ("no-forget-data", "data.arithmetic.unlearn_documents", 0, "data.arithmetic.unlearn_documents", "0"),
+    ("no-relearn-data", "data.arithmetic.relearn_documents", 0, "data.arithmetic.relearn_documents", "0"),
+    ("no-eval-prompts", "data.arithmetic.eval_prompts", 0, "data.arithmetic.eval_prompts", "0"),
+    ("method-wrong-case", "unlearn.arithmetic.method", "maxent", "unlearn.arithmetic.method", "'maxent'"),
+    # Checkpoints
+    ("checkpoint-every-negative", "pretrain.arithmetic.checkpoint_every", -1,
+     "pretrain.arithmetic.checkpoint_every", "-1"),
+    ("checkpoint-every-float", "relearn.arithmetic.train.checkpoint_every", 2.5,
+     "relearn.arithmetic.train.checkpoint_every", "2.5"),
 ]
 
 

@@ -208,6 +208,46 @@ def test_paired_batches_yield_both():
     assert all(200 <= i < 204 for i in _row_ids(pair["retain"]))
 
 
+@pytest.mark.parametrize("skipped", [0, 1, 2, 3, 4, 7, 12, 20])
+def test_skip_equals_drawing(skipped):
+    data = _numbered_data(7)  # 3 batches of 2 per epoch, so skips cross epoch boundaries
+    drawn = [_row_ids(b) for b in itertools.islice(batches(data, 2, seed=9), skipped + 6)]
+
+    stream = batches(data, 2, seed=9)
+    stream.skip(skipped)
+
+    assert [_row_ids(next(stream)) for _ in range(6)] == drawn[skipped:]
+
+
+def test_skip_after_drawing():
+    data = _numbered_data(7)
+    drawn = [_row_ids(b) for b in itertools.islice(batches(data, 2, seed=9), 10)]
+
+    stream = batches(data, 2, seed=9)
+    next(stream)
+    next(stream)
+    stream.skip(5)
+
+    assert _row_ids(next(stream)) == drawn[7]
+
+
+def test_skip_negative_rejected():
+    with pytest.raises(ValueError, match="negative"):
+        batches(_numbered_data(4), 2, seed=0).skip(-1)
+
+
+def test_paired_skip_advances_both():
+    forget, retain = _numbered_data(6, offset=100), _numbered_data(5, offset=200)
+    drawn = list(itertools.islice(paired_batches(forget, retain, batch_size=2, seed=3), 9))
+
+    stream = paired_batches(forget, retain, batch_size=2, seed=3)
+    stream.skip(7)
+    pair = next(stream)
+
+    assert _row_ids(pair["forget"]) == _row_ids(drawn[7]["forget"])
+    assert _row_ids(pair["retain"]) == _row_ids(drawn[7]["retain"])
+
+
 # count_tokens
 
 

@@ -1,9 +1,12 @@
 """Tests for undo_lib.model: building, counting, saving and loading tiny Gemma2 models."""
 
+import pickle
+
 import pytest
 import torch
 from transformers import Gemma2ForCausalLM
 
+from undo_lib.io import IntegrityError
 from undo_lib.model import build_model, count_parameters, load_model, resolve_device, save_model
 from undo_lib.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -118,17 +121,64 @@ def test_load_rejects_pickle(tmp_path):
     assert str(tmp_path) in message
 
 
-def test_load_truncated_safetensors(tiny_model, tokenizer, tmp_path, monkeypatch):
+class _Planted:
+    """Pickles into a call of ``open(path, "w")``, which loading the pickle with torch.load would run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_load_ignores_planted_pickle(tiny_model, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    save_model(tiny_model, tokenizer, tmp_path / "model")
+    marker = tmp_path / "code-ran"
+    with (tmp_path / "model" / "pytorch_model.bin").open("wb") as f:
+        pickle.dump({"model.embed_tokens.weight": _Planted(marker)}, f)
+
+    loaded = load_model(tmp_path / "model")
+
+    assert not marker.exists(), "load_model unpickled pytorch_model.bin"
+    assert torch.equal(loaded.model.embed_tokens.weight, tiny_model.model.embed_tokens.weight)
+
+
+def _corrupt(weights, how: str) -> None:
+    content = weights.read_bytes()
+    if how == "truncated-data":
+        weights.write_bytes(content[: len(content) // 2])
+    elif how == "truncated-header":
+        weights.write_bytes(content[:20])
+    elif how == "garbage-header":
+        weights.write_bytes(content[:8] + b"{not json" + content[17:])
+    else:
+        weights.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["truncated-data", "truncated-header", "garbage-header", "empty"])
+def test_load_corrupt_safetensors(tiny_model, tokenizer, tmp_path, monkeypatch, how):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     save_model(tiny_model, tokenizer, tmp_path / "model")
     weights = tmp_path / "model" / "model.safetensors"
-    content = weights.read_bytes()
-    weights.write_bytes(content[: len(content) // 2])
+    _corrupt(weights, how)
 
-    with pytest.raises(Exception) as excinfo:
+    with pytest.raises(IntegrityError) as excinfo:
         load_model(tmp_path / "model")
 
-    assert str(excinfo.value), "the error for a truncated checkpoint has no message"
+    message = str(excinfo.value)
+    assert str(weights) in message
+    assert "Delete the folder" in message
+    assert "rerun the stage" in message
+
+
+def test_load_corrupt_config(tiny_model, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    save_model(tiny_model, tokenizer, tmp_path / "model")
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "gemma2",')
+
+    with pytest.raises(IntegrityError, match="Delete the folder"):
+        load_model(tmp_path / "model")
 
 
 def test_resolve_device_cpu():

@@ -1,35 +1,59 @@
-"""Every source notebook executed by Papermill with its smoke defaults, in pipeline order."""
+"""Every source notebook executed by Papermill with its smoke defaults, in pipeline order, and
+stages rejected before compute without touching earlier outputs."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import papermill
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _kernels_import_this_checkout():
+    """Point the Papermill kernels (they inherit os.environ) at this checkout's undo_lib, which an
+    editable install of another checkout would otherwise shadow."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+# (notebook, parameter overrides, files the run must write, relative to the working folder)
+SMOKE = "outputs-smoke/arithmetic"
+
+
+def _stage_files(stage_item: str) -> dict:
+    """Checkpoint folder and timing file of one stage item, as dvc.yaml passes them."""
+    return {"checkpoint_dir": f"{SMOKE}/checkpoints/{stage_item}", "timing_out": f"{SMOKE}/timing/{stage_item}.json"}
+
+
 # (notebook, parameter overrides, files the run must write, relative to the working folder)
 RUNS = [
-    ("data", {}, ["outputs-smoke/arithmetic/data/manifest.json", "outputs-smoke/arithmetic/data/tokenizer/tokenizer.json"]),
-    ("init", {}, ["outputs-smoke/arithmetic/models/init/model.safetensors"]),
-    ("pretrain", {}, ["outputs-smoke/arithmetic/pretrain/full/metrics.json", "outputs-smoke/arithmetic/models/full/model.safetensors"]),
-    ("pretrain", {"model_name": "oracle", "out_dir": "outputs-smoke/arithmetic/pretrain/oracle",
-                  "model_out": "outputs-smoke/arithmetic/models/oracle"},
-     ["outputs-smoke/arithmetic/pretrain/oracle/metrics.json"]),
-    ("unlearn", {}, ["outputs-smoke/arithmetic/unlearn/MaxEnt/metrics.json", "outputs-smoke/arithmetic/models/unlearned/model.safetensors"]),
-    ("distill", {}, ["outputs-smoke/arithmetic/undo/alpha_0.5/metrics.json", "outputs-smoke/arithmetic/models/undo_0.5/model.safetensors"]),
-    ("distill", {"student": "random_init", "out_dir": "outputs-smoke/arithmetic/distill",
-                 "model_out": "outputs-smoke/arithmetic/models/distilled"},
-     ["outputs-smoke/arithmetic/distill/metrics.json"]),
-    ("relearn", {}, ["outputs-smoke/arithmetic/relearn/unlearned/lr_0.001/history.csv"]),
-    ("relearn", {"model_name": "undo_0.5", "model_dir": "outputs-smoke/arithmetic/models/undo_0.5",
-                 "out_dir": "outputs-smoke/arithmetic/relearn/undo_0.5/lr_0.001"},
-     ["outputs-smoke/arithmetic/relearn/undo_0.5/lr_0.001/metrics.json"]),
-    ("figures", {}, ["outputs-smoke/arithmetic/figures/relearning_curves.png",
-                     "outputs-smoke/arithmetic/figures/summary.json"]),
+    ("data", {}, [f"{SMOKE}/data/manifest.json", f"{SMOKE}/data/tokenizer/tokenizer.json"]),
+    ("init", {}, [f"{SMOKE}/models/init/model.safetensors"]),
+    ("pretrain", {}, [f"{SMOKE}/pretrain/full/metrics.json", f"{SMOKE}/models/full/model.safetensors",
+                      f"{SMOKE}/timing/pretrain-full.json"]),
+    ("pretrain", {"model_name": "oracle", "out_dir": f"{SMOKE}/pretrain/oracle", "model_out": f"{SMOKE}/models/oracle",
+                  **_stage_files("pretrain-oracle")},
+     [f"{SMOKE}/pretrain/oracle/metrics.json", f"{SMOKE}/timing/pretrain-oracle.json"]),
+    ("unlearn", {}, [f"{SMOKE}/unlearn/MaxEnt/metrics.json", f"{SMOKE}/models/unlearned/model.safetensors",
+                     f"{SMOKE}/timing/unlearn-MaxEnt.json"]),
+    ("distill", {}, [f"{SMOKE}/undo/alpha_0.5/metrics.json", f"{SMOKE}/models/undo_0.5/model.safetensors",
+                     f"{SMOKE}/timing/undo-0.5.json"]),
+    ("distill", {"student": "random_init", "out_dir": f"{SMOKE}/distill", "model_out": f"{SMOKE}/models/distilled",
+                 **_stage_files("distill")},
+     [f"{SMOKE}/distill/metrics.json", f"{SMOKE}/timing/distill.json"]),
+    ("relearn", {}, [f"{SMOKE}/relearn/unlearned/lr_0.001/history.csv", f"{SMOKE}/timing/relearn-unlearned-lr_0.001.json"]),
+    ("relearn", {"model_name": "undo_0.5", "model_dir": f"{SMOKE}/models/undo_0.5",
+                 "out_dir": f"{SMOKE}/relearn/undo_0.5/lr_0.001", **_stage_files("relearn-undo_0.5-lr_0.001")},
+     [f"{SMOKE}/relearn/undo_0.5/lr_0.001/metrics.json", f"{SMOKE}/timing/relearn-undo_0.5-lr_0.001.json"]),
+    ("figures", {}, [f"{SMOKE}/figures/relearning_curves.png", f"{SMOKE}/figures/summary.json"]),
 ]
 
 
@@ -59,3 +83,46 @@ def test_smoke_metrics_are_complete(workdir):
     for key in ("teacher", "final", "compute", "cost_fraction", "stopped_early"):
         assert key in metrics, f"UNDO metrics lack {key}"
     assert metrics["compute"]["tokens"] > 0
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _execute_expecting_error(work: Path, name: str, parameters: dict) -> papermill.PapermillExecutionError:
+    with pytest.raises(papermill.PapermillExecutionError) as excinfo:
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(work / f"rejected-{name}.ipynb"),
+                                   parameters=parameters, cwd=str(work), kernel_name="python3", progress_bar=False)
+    return excinfo.value
+
+
+@pytest.mark.slow
+def test_rejected_runs_change_nothing(tmp_path, smoke_params_dict):
+    """Bad params, a missing model folder and an unknown method stop a stage before it writes anything."""
+    work = tmp_path
+    (work / "tests").mkdir()
+    shutil.copy(ROOT / "tests" / "smoke_params.yaml", work / "tests" / "smoke_params.yaml")
+    smoke_params_dict["pretrain"]["arithmetic"]["lr"] = -0.5
+    (work / "broken.yaml").write_text(yaml.safe_dump(smoke_params_dict), encoding="utf-8")
+    papermill.execute_notebook(str(ROOT / "notebooks" / "data.ipynb"), str(work / "data.ipynb"), cwd=str(work),
+                               kernel_name="python3", progress_bar=False)
+    data = work / "outputs-smoke" / "arithmetic" / "data"
+    before = _snapshot(data)
+
+    broken_params = _execute_expecting_error(work, "pretrain", {"params_file": "broken.yaml"})
+    missing_model = _execute_expecting_error(work, "pretrain", {})  # the init stage never ran
+    unknown_method = _execute_expecting_error(work, "unlearn", {"method": "GradDiff"})
+
+    assert broken_params.ename == "ParamsError"
+    assert "pretrain.arithmetic.lr" in broken_params.evalue
+    assert "-0.5" in broken_params.evalue
+    assert missing_model.ename == "FileNotFoundError"
+    assert "outputs-smoke/arithmetic/models/init/model.safetensors" in missing_model.evalue
+    assert "dvc repro arithmetic-init" in missing_model.evalue
+    assert unknown_method.ename == "KeyError"
+    assert "GradDiff" in unknown_method.evalue
+    assert str(ROOT / "undo_lib") in "".join(missing_model.traceback), "the kernel imported another undo_lib"
+    assert _snapshot(data) == before, "a rejected stage changed the data stage's outputs"
+    assert sorted(p.name for p in (work / "outputs-smoke" / "arithmetic").iterdir()) == ["data"], \
+        "a rejected stage created output folders"

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import ast
 import configparser
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -19,7 +16,6 @@ from undo_lib.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-BIN = Path(sys.executable).parent
 
 
 def _parameters_cell(nb) -> nbformat.NotebookNode:
@@ -95,33 +91,178 @@ def test_default_params_load():
     assert load_params(ROOT / "params.yaml").shared.settings == ("arithmetic",)
 
 
-def _copy_project(dest: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if rel.startswith("outputs/") or not (ROOT / rel).is_file():
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, target)
+# ----------------------------------------------------------------------------------------------
+# Code dependencies, checkpoints and timing files in dvc.yaml
+
+
+def _undo_lib_imports(source: str) -> set[str]:
+    """undo_lib modules imported anywhere in ``source``, function-level imports included."""
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("undo_lib"):
+            modules.add(node.module)
+            modules |= {f"{node.module}.{a.name}" for a in node.names
+                        if (ROOT / f"{node.module}.{a.name}".replace(".", "/")).with_suffix(".py").is_file()}
+        elif isinstance(node, ast.Import):
+            modules |= {a.name for a in node.names if a.name.startswith("undo_lib")}
+    return modules - {"undo_lib"}
+
+
+def _module_file(module: str) -> Path:
+    path = ROOT / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _import_closure(notebook: Path) -> set[str]:
+    cells = nbformat.read(notebook, as_version=4).cells
+    todo = list(_undo_lib_imports("\n".join(c.source for c in cells if c.cell_type == "code")))
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += _undo_lib_imports(_module_file(module).read_text(encoding="utf-8"))
+    return seen
+
+
+def _stage_bodies():
+    for name, stage in _dvc_stages().items():
+        yield name, stage.get("do", stage)
+
+
+@pytest.mark.parametrize("name", list(_dvc_stages()))
+def test_stage_deps_cover_imported_code(name):
+    """A stage reruns when any undo_lib module its notebook imports (directly or not) changes."""
+    body = dict(_stage_bodies())[name]
+    notebook = ROOT / re.search(r"papermill (\S+\.ipynb)", body["cmd"]).group(1)
+    deps = set(body["deps"])
+
+    missing = sorted(m for m in _import_closure(notebook)
+                     if _module_file(m).relative_to(ROOT).as_posix() not in deps
+                     and not any(_module_file(m).relative_to(ROOT).as_posix().startswith(d + "/") for d in deps))
+
+    assert not missing, f"stage {name} imports {missing} but does not list them in deps"
+
+
+def _outs(body) -> dict[str, dict]:
+    outs = {}
+    for entry in body.get("outs", []) + body.get("metrics", []):
+        path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+        outs[path] = options
+    return outs
+
+
+TRAINING_STAGES = ["arithmetic-pretrain", "arithmetic-unlearn", "arithmetic-distill", "arithmetic-undo",
+                   "arithmetic-relearn", "arithmetic-relearn-undo"]
+
+
+@pytest.mark.parametrize("name", TRAINING_STAGES)
+def test_training_stage_checkpoint_and_timing(name):
+    body = dict(_stage_bodies())[name]
+    checkpoint = re.search(r"-p checkpoint_dir (\S+)", body["cmd"]).group(1)
+    timing = re.search(r"-p timing_out (\S+)", body["cmd"]).group(1)
+    outs = _outs(body)
+    tracked = list(outs) + body["deps"]
+
+    # DVC deletes a stage's outputs before it reruns the stage, so a checkpoint inside one would be lost.
+    assert checkpoint.startswith("outputs/arithmetic/checkpoints/")
+    assert not any(checkpoint == t or checkpoint.startswith(t + "/") or t.startswith(checkpoint) for t in tracked)
+    assert outs[timing] == {"cache": False}
+    # The figures stage depends on these folders, so a timing file there would rerun it on every rerun.
+    figure_deps = dict(_stage_bodies())["arithmetic-figures"]["deps"]
+    assert not any(timing.startswith(d + "/") for d in figure_deps)
+
+
+def test_checkpoints_git_ignored():
+    check = subprocess.run(["git", "check-ignore", "-q", "outputs/arithmetic/checkpoints/pretrain-full/state.json"],
+                           cwd=ROOT)
+
+    assert check.returncode == 0, "checkpoints must not show up as untracked files"
+
+
+def _setup_source(notebook: str) -> str:
+    cells = [c for c in nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4).cells
+             if c.cell_type == "code"]
+    return cells[1].source  # the first cell after the parameters cell
+
+
+@pytest.mark.parametrize("notebook", ["init", "pretrain", "unlearn", "distill", "relearn"])
+def test_inputs_checked_before_compute(notebook):
+    """Inputs, data hashes and memory are checked before the stage empties out_dir or computes."""
+    source = _setup_source(notebook)
+    order = ["start_stage(", "require_inputs(", "verify_data(", "check_training_memory(", "clean_out_dir("]
+    if notebook == "init":
+        order.remove("check_training_memory(")
+    if notebook == "unlearn":
+        order.insert(1, "get_method(")
+
+    positions = [source.find(call) for call in order]
+
+    assert -1 not in positions, f"{notebook}: the first cell lacks {order[positions.index(-1)]}"
+    assert positions == sorted(positions), f"{notebook}: expected the calls in the order {order}"
+    for heavy in ("pack_records(", "load_model(", "train("):
+        assert heavy not in source, f"{notebook}: {heavy} runs before the input checks have finished"
+
+
+# ----------------------------------------------------------------------------------------------
+# End-to-end smoke run of `dvc repro`
+
+# Outputs whose content differs between identical runs: wall-clock times and executed notebooks
+# (Papermill records start and end times in them).
+RUN_SPECIFIC = ("outputs/arithmetic/timing/", "outputs/arithmetic/notebooks/")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(project_copy):
+    """The whole pipeline, reproduced once with the smoke params in a temporary copy."""
+    project = project_copy("smoke")
+    run = project.dvc("repro")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return project
+
+
+def _lock_hashes(project) -> dict[str, str]:
+    """md5 of every output in dvc.lock, except run-specific ones."""
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    return {f"{stage}:{out['path']}": out["md5"] for stage, body in lock["stages"].items()
+            for out in body.get("outs", []) if not out["path"].startswith(RUN_SPECIFIC)}
 
 
 @pytest.mark.slow
-def test_dvc_repro_smoke(tmp_path):
+def test_dvc_repro_smoke(smoke_run):
     """`dvc repro` of the whole pipeline in a temporary copy, with the smoke params as params.yaml."""
-    project = tmp_path / "project"
-    _copy_project(project)
-    shutil.copy(ROOT / "tests" / "smoke_params.yaml", project / "params.yaml")
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    run = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-
-    figures = project / "outputs" / "arithmetic" / "figures"
+    project = smoke_run
+    figures = project.outputs("figures")
     for name in ("relearning_curves.png", "robustness_vs_compute.png", "relearning_by_lr.png", "summary.json"):
         assert (figures / name).is_file(), f"dvc repro did not write {name}"
-    assert (project / "outputs/arithmetic/models/undo_0.5/model.safetensors").is_file()
-    assert (project / "outputs/arithmetic/relearn/undo_0.5/lr_0.001/history.csv").is_file()
+    assert project.outputs("models/undo_0.5/model.safetensors").is_file()
+    assert project.outputs("relearn/undo_0.5/lr_0.001/history.csv").is_file()
+    assert project.outputs("timing/pretrain-full.json").is_file()
+    assert not project.outputs("checkpoints").exists() or not any(project.outputs("checkpoints").iterdir())
+    assert "seconds" not in project.outputs("pretrain/full/metrics.json").read_text()
 
-    status = subprocess.run(["dvc", "status"], cwd=project, env=env, capture_output=True, text=True)
+    status = project.dvc("status")
     assert "up to date" in status.stdout, status.stdout
+
+
+@pytest.mark.slow
+def test_rerun_is_bitwise_identical(smoke_run):
+    """Rerunning stages with the same params and seed rewrites byte-identical outputs (CPU)."""
+    project = smoke_run
+    before = _lock_hashes(project)
+    metrics_before = {p: p.read_bytes() for p in project.outputs().rglob("*") if p.name in ("metrics.json", "history.csv")}
+    stages = ["arithmetic-data", "arithmetic-pretrain@oracle", "arithmetic-unlearn@MaxEnt", "arithmetic-undo@0.5",
+              "arithmetic-relearn@unlearned-0.001"]
+
+    for stage in stages:
+        run = project.dvc("repro", "--force", "--single-item", stage)
+        assert run.returncode == 0, f"{stage}: " + run.stdout[-2000:] + run.stderr[-2000:]
+        assert f"Running stage '{stage}'" in run.stdout, f"{stage} was not rerun: {run.stdout[-1000:]}"
+
+    after = _lock_hashes(project)
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    assert not changed, f"outputs differ after a rerun with the same params: {changed}"
+    for path, content in metrics_before.items():
+        assert path.read_bytes() == content, f"{path} differs after a rerun"
+    status = project.dvc("status")
+    assert "up to date" in status.stdout, "a bitwise-identical rerun left stages to rerun: " + status.stdout

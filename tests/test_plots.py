@@ -5,6 +5,7 @@ diverged attack (undo_0.3 at lr=0.001) and hand-picked accuracies, so the expect
 can be checked by hand.
 """
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -13,11 +14,16 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from matplotlib.figure import Figure
 
 from undo_lib import io, plots
-from undo_lib.relearn import worst_case
+from undo_lib.compute import compute_record, timing_record
+from undo_lib.config import TrainParams
+from undo_lib.losses import lm_loss
+from undo_lib.relearn import run_attack, worst_case
+from undo_lib.runtime import finish_stage
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "figures.ipynb"
 
@@ -348,7 +354,8 @@ def test_summary_record_json(tmp_path, summary, histories):
 
 
 def _texts(fig):
-    return " ".join(text.get_text() for ax in fig.axes for text in ax.texts)
+    """Return the annotations of ``fig`` with line breaks of wrapped notes turned into spaces."""
+    return " ".join(" ".join(text.get_text() for ax in fig.axes for text in ax.texts).split())
 
 
 def test_relearning_curves_lines(worst, histories):
@@ -440,6 +447,46 @@ def test_all_attacks_diverged(tmp_path, recwarn):
     by_lr = plots.plot_relearning_by_lr(histories)
     assert by_lr.axes[0].get_lines() == []
     assert [str(w.message) for w in recwarn] == []
+
+
+def test_real_diverged_attack_reported(root, tiny_model, tokenizer):
+    """A relearning attack that really diverges, saved as the relearn notebook saves it, is named in
+    summary.json and in the figure notes."""
+    calls = []
+
+    def nan_gradient_from_step_3(model, batch):
+        calls.append(1)
+        loss, logs = lm_loss(model, batch)
+        if len(calls) >= 3:  # one micro-batch per step, so call 3 is step 3
+            loss = loss + torch.sqrt(model.model.norm.weight.sum() * 0.0)  # finite loss, NaN gradient
+        return loss, logs
+
+    lr = 0.003
+    batch = {"input_ids": torch.randint(4, len(tokenizer), (2, 16), generator=torch.Generator().manual_seed(0))}
+    batch["loss_mask"] = torch.ones_like(batch["input_ids"], dtype=torch.bool)
+    params = TrainParams(steps=6, batch_size=2, warmup_steps=1, eval_every=2)
+    rows, diverged, result = run_attack(tiny_model, nan_gradient_from_step_3, itertools.repeat(batch), params, lr,
+                                        flops_per_token=1.0, evaluate=lambda model: {"forget": 0.99, "retain": 0.5})
+    out_dir = root / "relearn" / "undo_0.6" / f"lr_{lr}"
+    metrics = {"model": "undo_0.6", "lr": lr, "diverged": diverged, "final": None,
+               "compute": compute_record(result, 1) if result is not None else None}
+    finish_stage(out_dir, metrics, history=[dict(row, model="undo_0.6") for row in rows],
+                 timing=timing_record(result), timing_path=root / "timing" / "relearn-undo_0.6-lr_0.003.json")
+
+    histories = plots.load_relearn_histories(root)
+    diverged_runs = plots.diverged_runs(histories)
+    summary = plots.summary_table(plots.load_stage_metrics(root), worst_case(histories), robustness_step=20)
+    record = plots.summary_record(summary, 20, diverged_runs)
+    worst = worst_case(histories)
+
+    assert diverged and result is None
+    assert {"model": "undo_0.6", "lr": lr, "step": 3} in record["diverged_runs"]
+    assert "UNDO α=0.6 @ lr=0.003 (step 3)" in _texts(plots.plot_relearning_curves(worst, diverged_runs, 20))
+    after = worst[(worst["model"] == "undo_0.6") & (worst["step"] >= 3)]
+    assert not after.empty
+    assert (after["best_lr"] != lr).all(), "the worst case used the run after its divergence"
+    panels = {ax.get_title().split("\n")[0]: ax for ax in plots.plot_relearning_by_lr(histories).axes}
+    assert panels["UNDO α=0.6"].get_title() == "UNDO α=0.6\ndiverged: lr=0.003 (step 3)"
 
 
 def test_relearning_by_lr_single_model(histories):

@@ -199,6 +199,38 @@ def test_nan_gradient_diverges(tiny_model, tokenizer):
     assert excinfo.value.step == 1
 
 
+def _nan_gradient_from_call(number: int):
+    """Loss whose value stays finite but whose gradient is NaN from its ``number``-th call on."""
+    calls = []
+
+    def loss_fn(model, batch):
+        calls.append(1)
+        loss, logs = lm_loss(model, batch)
+        if len(calls) >= number:
+            # sqrt has an infinite slope at 0, and inf * 0 gives a NaN gradient while the loss stays finite.
+            loss = loss + torch.sqrt(model.model.norm.weight.sum() * 0.0)
+        assert torch.isfinite(loss)
+        return loss, logs
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("max_grad_norm", [1.0, 0.0], ids=["clipped", "unclipped"])
+def test_nan_gradient_caught_at_its_step(tiny_model, tokenizer, max_grad_norm):
+    params = _params(steps=5, grad_accum=2, lr=1e-3, max_grad_norm=max_grad_norm)
+
+    with pytest.raises(DivergenceError) as excinfo:
+        # Call 6 is the second micro-batch of step 3: the first one's gradient was finite.
+        train(tiny_model, _nan_gradient_from_call(6), itertools.repeat(_fixed_batch(len(tokenizer))), params,
+              flops_per_token=1.0)
+
+    assert excinfo.value.step == 3
+    assert "step 3" in str(excinfo.value)
+    assert "gradient" in str(excinfo.value)
+    assert [row["step"] for row in excinfo.value.history] == [0, 1, 2], "rows before the divergence are kept"
+    assert all(torch.isfinite(p).all() for p in tiny_model.parameters()), "a NaN gradient reached the weights"
+
+
 def _gradients_at_first_step(model, batches_iter, params) -> dict[str, torch.Tensor]:
     """Capture the gradients of the first optimizer step with a global pre-step hook."""
     captured = {}

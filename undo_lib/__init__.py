@@ -2,5 +2,6 @@
 
 Modules: ``config`` (strict params), ``arithmetic`` and ``prepare`` (data), ``tokenizer``,
 ``model``, ``data`` (packing), ``losses``, ``methods`` (unlearning losses), ``train`` (the shared
-loop), ``noise`` (UNDO), ``distill``, ``relearn``, ``evaluate``, ``compute``, ``plots``, ``io``.
+loop), ``checkpoint`` (resumable training), ``noise`` (UNDO), ``distill``, ``relearn``, ``evaluate``,
+``compute``, ``resources`` (memory estimate), ``plots``, ``io``, ``runtime`` (stage start and finish).
 """

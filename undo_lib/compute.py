@@ -18,13 +18,31 @@ def forward_flops_per_token(n_params: int) -> float:
 
 
 def compute_record(result, n_params: int, **extra) -> dict:
-    """The compute fields every training stage writes to its metrics.json."""
+    """Return the compute fields every training stage writes to its metrics.json.
+
+    Wall-clock fields are left out, so metrics.json is bitwise identical across runs with the same
+    params and seed. ``timing_record`` returns them.
+    """
     return {
         "steps": result.steps,
         "tokens": result.tokens,
         "flops": result.flops,
         "n_params": n_params,
+        **extra,
+    }
+
+
+def timing_record(result) -> dict:
+    """Return the wall-clock facts of one run of a training stage, for its timing file.
+
+    They differ from run to run, which is why they are kept out of metrics.json.
+
+    ``result`` is a TrainResult, or None when the run diverged and returned none.
+    """
+    if result is None:
+        return {"seconds": None, "tokens_per_second": None, "resumed_from_step": None}
+    return {
         "seconds": round(result.seconds, 2),
         "tokens_per_second": result.tokens / result.seconds if result.seconds > 0 else None,
-        **extra,
+        "resumed_from_step": result.resumed_from_step,
     }

@@ -39,6 +39,7 @@ class SharedParams:
     settings: tuple[str, ...] = ("arithmetic",)  # settings the pipeline runs
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when available
     torch_threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
+    check_memory: bool = True  # stop a training stage early when its estimated peak memory exceeds what is free
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class TrainParams:
     max_grad_norm: float = 1.0  # gradient-norm clipping; 0 disables it
     loss_positions: Literal["all", "answers"] = "all"  # answers: arithmetic answer tokens only
     eval_every: int = 0  # evaluate every N steps (0: only at the start and the end)
+    checkpoint_every: int = 0  # save a resumable checkpoint every N steps and at the end (0: off)
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,7 @@ def _check_train(t: TrainParams, path: str, needs_lr: bool) -> None:
     _check(t.weight_decay >= 0, f"{path}.weight_decay", t.weight_decay, ">= 0")
     _check(t.max_grad_norm >= 0, f"{path}.max_grad_norm", t.max_grad_norm, ">= 0 (0 disables it)")
     _check(t.eval_every >= 0, f"{path}.eval_every", t.eval_every, ">= 0 (0: start and end only)")
+    _check(t.checkpoint_every >= 0, f"{path}.checkpoint_every", t.checkpoint_every, ">= 0 (0 disables checkpoints)")
     if needs_lr:
         _check(t.lr is not None and 0 < t.lr < math.inf, f"{path}.lr", t.lr, "a positive finite number")
         if t.min_lr is not None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterator
-
 import torch
 
 from undo_lib.tokenizer import BOS_ID
@@ -97,7 +95,7 @@ def pack_records(tokenizer, records: list[dict], seq_len: int, loss_positions: s
     return data
 
 
-def batches(data: PackedData, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+def batches(data: PackedData, batch_size: int, seed: int) -> ShuffledBatches:
     """Endless shuffled batches, reshuffled each epoch with a generator seeded by ``seed``.
 
     The batch size is checked here, before the first batch is drawn, so a misconfigured stage
@@ -108,22 +106,75 @@ def batches(data: PackedData, batch_size: int, seed: int) -> Iterator[dict[str, 
             f"batch_size {batch_size} is larger than the {len(data)} packed sequences available; "
             "lower the batch size or generate more documents in the data stage"
         )
-    return _shuffled_batches(data, batch_size, seed)
+    return ShuffledBatches(data, batch_size, seed)
 
 
-def _shuffled_batches(data: PackedData, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(data), generator=gen)
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            idx = order[i : i + batch_size]
-            yield {"input_ids": data.input_ids[idx], "loss_mask": data.loss_mask[idx]}
+class ShuffledBatches:
+    """Iterator over endless shuffled batches whose position can be fast-forwarded.
+
+    Each epoch draws one ``torch.randperm`` from a generator seeded by ``seed`` and yields its
+    ``len(data) // batch_size`` full batches; the partial batch at the end is dropped. ``skip(n)``
+    moves to the state after ``n`` draws by drawing only the permutations, so a resumed training
+    run gets the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, data: PackedData, batch_size: int, seed: int):
+        self.data = data
+        self.batch_size = batch_size
+        self.batches_per_epoch = len(data) // batch_size
+        self._generator = torch.Generator().manual_seed(seed)
+        self._order: torch.Tensor | None = None
+        self._position = 0  # batches already drawn from the current epoch
+
+    def __iter__(self) -> ShuffledBatches:
+        return self
+
+    def _start_epoch_if_needed(self) -> None:
+        if self._order is None or self._position == self.batches_per_epoch:
+            self._order = torch.randperm(len(self.data), generator=self._generator)
+            self._position = 0
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        self._start_epoch_if_needed()
+        start = self._position * self.batch_size
+        idx = self._order[start : start + self.batch_size]
+        self._position += 1
+        return {"input_ids": self.data.input_ids[idx], "loss_mask": self.data.loss_mask[idx]}
+
+    def skip(self, count: int) -> None:
+        """Advance past ``count`` batches without building them."""
+        if count < 0:
+            raise ValueError(f"cannot skip a negative number of batches ({count})")
+        remaining = count
+        while remaining > 0:
+            self._start_epoch_if_needed()
+            within_epoch = min(remaining, self.batches_per_epoch - self._position)
+            self._position += within_epoch
+            remaining -= within_epoch
 
 
-def paired_batches(forget: PackedData, retain: PackedData, batch_size: int, seed: int) -> Iterator[dict]:
+class PairedBatches:
+    """Endless (forget, retain) batch pairs for two-term unlearning losses; ``skip`` advances both."""
+
+    def __init__(self, forget: PackedData, retain: PackedData, batch_size: int, seed: int):
+        self.forget = batches(forget, batch_size, seed)
+        self.retain = batches(retain, batch_size, seed + 1)
+
+    def __iter__(self) -> PairedBatches:
+        return self
+
+    def __next__(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"forget": next(self.forget), "retain": next(self.retain)}
+
+    def skip(self, count: int) -> None:
+        """Advance past ``count`` pairs without building them."""
+        self.forget.skip(count)
+        self.retain.skip(count)
+
+
+def paired_batches(forget: PackedData, retain: PackedData, batch_size: int, seed: int) -> PairedBatches:
     """Endless (forget, retain) batch pairs for two-term unlearning losses."""
-    pairs = zip(batches(forget, batch_size, seed), batches(retain, batch_size, seed + 1))
-    return ({"forget": f, "retain": r} for f, r in pairs)
+    return PairedBatches(forget, retain, batch_size, seed)
 
 
 def count_tokens(batch: dict) -> int:

@@ -1,13 +1,20 @@
 """Atomic output writing, metrics files, seeding and notebook logging.
 
 Every stage output is written to a temporary sibling and renamed into place, so an interrupted
-stage never leaves a half-written checkpoint or metrics file that looks finished.
+stage never leaves a half-written checkpoint or metrics file that looks finished. Temporaries are
+named ``.<name>.tmp-*`` (and ``.<name>.old-*`` while a folder is swapped). A process killed with
+SIGKILL cannot remove them, so the next write of the same path does, and ``.dvcignore`` keeps them
+out of DVC's hashes meanwhile.
+
+The renames are atomic against a killed process, not against a power loss: nothing is fsynced.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import glob
+import hashlib
 import json
 import logging
 import math
@@ -26,11 +33,40 @@ logger = logging.getLogger(__name__)
 _FILE_MODE = 0o644  # mkstemp creates 0600 files; outputs are meant to be readable like any other file
 
 
+class IntegrityError(RuntimeError):
+    """A stage input is corrupt, truncated or was changed after the stage that wrote it."""
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporaries that an interrupted atomic write of ``path`` left next to it.
+
+    NOTE: this assumes one writer per path at a time, which holds for ``dvc repro``. Two processes
+    writing the same path at once could delete each other's temporaries.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.tmp-*"))
+    stale += sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"))
+    for leftover in stale:
+        logger.warning("removing %s, left by an interrupted write of %s", leftover, path)
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder next to ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary folder next to ``path``; on success it replaces ``path`` by renames.
+
+    A kill between the two renames of a replacement leaves no ``path`` but ``.<name>.old-*``, so
+    a reader finds the output missing rather than half-written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
@@ -50,6 +86,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -59,6 +96,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the hex sha256 of the file ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,6 +139,7 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
         columns += [k for k in row if k not in columns]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:

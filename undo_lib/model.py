@@ -11,10 +11,11 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import Gemma2Config, Gemma2ForCausalLM
 
 from undo_lib.config import ModelParams
-from undo_lib.io import atomic_dir
+from undo_lib.io import IntegrityError, atomic_dir
 from undo_lib.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 logger = logging.getLogger(__name__)
@@ -65,16 +66,34 @@ def save_model(model, tokenizer, path: str | Path) -> None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Gemma2ForCausalLM:
-    """Load a model saved by ``save_model``; refuses pickled weights and remote code."""
+    """Load a model saved by ``save_model``; refuses pickled weights and remote code.
+
+    Raises:
+        FileNotFoundError: ``path`` has no model.safetensors (pickled ``*.bin`` files are named).
+        IntegrityError: model.safetensors or config.json is truncated or corrupt. A changed tensor
+            value inside an intact file is not detected here, because safetensors stores no checksum.
+    """
     path = Path(path)
-    if not (path / "model.safetensors").is_file():
+    weights = path / "model.safetensors"
+    if not weights.is_file():
         pickles = sorted(p.name for p in path.glob("*.bin")) if path.is_dir() else []
         hint = f" Found {pickles}: pickled checkpoints are not loaded, re-save them as safetensors." if pickles else ""
         raise FileNotFoundError(f"no model.safetensors in {path}.{hint} Run the stage that writes it (dvc repro).")
-    model = Gemma2ForCausalLM.from_pretrained(
-        str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False,
-        attn_implementation="eager",
-    )
+    try:
+        model = Gemma2ForCausalLM.from_pretrained(
+            str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False,
+            attn_implementation="eager",
+        )
+    except SafetensorError as err:
+        raise IntegrityError(
+            f"{weights} is corrupt or truncated ({err}). Delete the folder {path} and rerun the stage "
+            "that writes it (`dvc repro`)."
+        ) from err
+    except (OSError, ValueError) as err:  # transformers reports an unreadable config.json this way
+        raise IntegrityError(
+            f"the model folder {path} is unreadable ({err}). Delete the folder and rerun the stage "
+            "that writes it (`dvc repro`)."
+        ) from err
     return model.to(device)
 
 

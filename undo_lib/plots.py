@@ -10,9 +10,9 @@ The loaders read ``outputs/<setting>`` as the pipeline stages write it:
 
 Model names follow the relearn folders: ``full``, ``oracle``, ``unlearned``, ``distilled`` and
 ``undo_<a>``. Every figure function returns a :class:`matplotlib.figure.Figure` built without
-pyplot, so nothing is shown and no global figure state is left behind. Diverged attacks are left
-out of the worst case over learning rates (``undo_lib.relearn.worst_case``), and every figure that
-plots the worst case lists them in a note.
+pyplot, so nothing is shown and no global figure state is left behind. The worst case over learning
+rates (``undo_lib.relearn.worst_case``) uses a diverged attack's evaluations before its divergence
+only, and every figure that plots the worst case lists the diverged attacks in a note.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from undo_lib.io import read_json
+from undo_lib.io import read_json, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +316,8 @@ def diverged_note(diverged: pd.DataFrame | None) -> str:
     if diverged is None or diverged.empty:
         return ""
     runs = [f"{model_label(r.model)} @ {_lr_text(r.lr)} (step {int(r.step)})" for r in diverged.itertuples()]
-    return "Diverged attacks, left out of the worst case: " + "; ".join(runs) + "."
+    return ("Diverged attacks (only their steps before the divergence enter the worst case): "
+            + "; ".join(runs) + ".")
 
 
 def worst_case_at(worst: pd.DataFrame, step: int) -> pd.DataFrame:
@@ -671,6 +672,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # savefig creates the temporary file with the umask's permissions, whereas mkstemp would make it 0600.
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")

@@ -11,18 +11,19 @@ training file.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from pathlib import Path
+from typing import Iterable
 
 from undo_lib import arithmetic as ar
 from undo_lib.config import ArithmeticDataParams, TokenizerParams
-from undo_lib.io import write_json, write_jsonl
+from undo_lib.io import IntegrityError, atomic_dir, file_sha256, read_json, write_json, write_jsonl
 from undo_lib.tokenizer import train_tokenizer
 
 logger = logging.getLogger(__name__)
 
+MANIFEST = "manifest.json"
 TRAINING_FILES = ("pretrain_full", "pretrain_oracle", "distill", "forget", "retain", "relearn", "english_train")
 
 
@@ -97,6 +98,15 @@ def find_leaks(files: dict[str, list[dict]]) -> list[str]:
     return sorted(f for f in fragments if f in training_text)
 
 
+def check_english_split(files: dict[str, list[dict]]) -> None:
+    """Raise if an English validation document also occurs in a training file."""
+    validation = {r["text"] for r in files["english_validation"]}
+    overlap = sorted({r["text"] for name in TRAINING_FILES for r in files[name]} & validation)
+    if overlap:
+        raise ValueError(f"{len(overlap)} English validation documents also occur in training files, "
+                         f"e.g. {overlap[0]!r}; the validation CE would be measured on training text")
+
+
 def check_relearn_domain(records: list[dict]) -> None:
     """Raise unless every relearning record is a forget-domain (mul/div) problem."""
     bad = [r for r in records if r.get("op") not in ar.FORGET_OPS]
@@ -115,36 +125,72 @@ def _text_share(records: list[dict], ops: tuple[str, ...]) -> float:
     return sum(len(r["text"]) for r in records if r.get("op") in ops) / total
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_arithmetic_data(params: ArithmeticDataParams, tokenizer_params: TokenizerParams, seed: int,
                           out_dir: str | Path) -> dict:
-    """Generate, check and write every data file and the tokenizer to ``out_dir``; return the manifest."""
+    """Generate, check and write every data file and the tokenizer to ``out_dir``; return the manifest.
+
+    The folder is written under a temporary name and renamed into place at the end, so a killed
+    data stage leaves either the previous folder or the complete new one. ``manifest.json`` records
+    the sha256 of every file, which ``verify_data`` checks before a later stage reads them.
+    """
     out_dir = Path(out_dir)
     files = build_arithmetic_files(params, seed)
     leaks = find_leaks(files)
     if leaks:
         raise RuntimeError(f"held-out evaluation text occurs in training data: {leaks[:5]}")
     check_relearn_domain(files["relearn"])
+    check_english_split(files)
 
-    for name, records in files.items():
-        write_jsonl(out_dir / f"{name}.jsonl", records)
-    sample = [r["text"] for r in files["pretrain_full"][: tokenizer_params.training_documents]]
-    tokenizer = train_tokenizer(sample, tokenizer_params.vocab_size, tokenizer_params.min_frequency)
-    tokenizer.save_pretrained(out_dir / "tokenizer")
+    with atomic_dir(out_dir) as tmp:
+        for name, records in files.items():
+            write_jsonl(tmp / f"{name}.jsonl", records)
+        sample = [r["text"] for r in files["pretrain_full"][: tokenizer_params.training_documents]]
+        tokenizer = train_tokenizer(sample, tokenizer_params.vocab_size, tokenizer_params.min_frequency)
+        tokenizer.save_pretrained(tmp / "tokenizer")
 
-    manifest = {
-        "documents": {name: len(records) for name, records in files.items()},
-        "sha256": {f"{name}.jsonl": _sha256(out_dir / f"{name}.jsonl") for name in files},
-        "vocab_size": len(tokenizer),
-        "english_document_share": {name: _share(files[name], lambda r: r.get("source") == "english")
-                                   for name in ("pretrain_full", "pretrain_oracle", "distill")},
-        "retain_text_share": {name: _text_share(files[name], ar.RETAIN_OPS)
-                              for name in ("pretrain_full", "pretrain_oracle", "distill")},
-        "leak_check": "no held-out template text in training files",
-    }
-    write_json(out_dir / "manifest.json", manifest)
+        hashed = [f"{name}.jsonl" for name in files]
+        hashed += sorted(p.relative_to(tmp).as_posix() for p in (tmp / "tokenizer").rglob("*") if p.is_file())
+        mixtures = ("pretrain_full", "pretrain_oracle", "distill")
+        manifest = {
+            "documents": {name: len(records) for name, records in files.items()},
+            "sha256": {name: file_sha256(tmp / name) for name in hashed},
+            "vocab_size": len(tokenizer),
+            "english_document_share": {name: _share(files[name], lambda r: r.get("source") == "english")
+                                       for name in mixtures},
+            "retain_text_share": {name: _text_share(files[name], ar.RETAIN_OPS) for name in mixtures},
+            "leak_check": "no held-out template text in training files",
+        }
+        write_json(tmp / MANIFEST, manifest)
     logger.info("wrote %d files to %s", len(files), out_dir)
     return manifest
+
+
+def verify_data(data_dir: str | Path, names: Iterable[str]) -> None:
+    """Check the named data files against the sha256 values in ``data_dir/manifest.json``.
+
+    Args:
+        data_dir: output folder of the data stage.
+        names: file names relative to ``data_dir`` (``"eval.jsonl"``); a folder name such as
+            ``"tokenizer"`` stands for every file the manifest lists under it.
+
+    Raises:
+        FileNotFoundError: the manifest or a named file is missing.
+        IntegrityError: a file differs from what the data stage wrote, or the manifest does not list it.
+    """
+    data_dir = Path(data_dir)
+    manifest_path = data_dir / MANIFEST
+    recorded = read_json(manifest_path).get("sha256", {})
+    fix = f"Restore it with `dvc checkout {data_dir}` or regenerate the data with `dvc repro`."
+    for name in names:
+        entries = [key for key in recorded if key == name or key.startswith(f"{name}/")]
+        if not entries:
+            raise IntegrityError(f"{manifest_path} lists no sha256 for {name}, so {data_dir / name} cannot be "
+                                 f"checked. The data folder is older than this code or incomplete. {fix}")
+        for key in entries:
+            path = data_dir / key
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found, although {manifest_path} lists it. {fix}")
+            if file_sha256(path) != recorded[key]:
+                raise IntegrityError(f"{path} does not match the sha256 recorded in {manifest_path}: it was "
+                                     f"changed or truncated after the data stage wrote it. {fix}")
+    logger.info("verified the sha256 of %s in %s", ", ".join(names), data_dir)

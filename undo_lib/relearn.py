@@ -24,10 +24,15 @@ def attack_params(params: TrainParams, lr: float) -> TrainParams:
     return replace(params, lr=lr, min_lr=lr)
 
 
-def run_attack(model, loss_fn, batches, params: TrainParams, lr: float, flops_per_token: float, evaluate):
-    """Run one attack at ``lr``; returns (history rows, diverged flag, TrainResult or None)."""
+def run_attack(model, loss_fn, batches, params: TrainParams, lr: float, flops_per_token: float, evaluate,
+               checkpoint_dir=None, checkpoint_key: str = ""):
+    """Run one attack at ``lr``; returns (history rows, diverged flag, TrainResult or None).
+
+    ``checkpoint_dir`` and ``checkpoint_key`` are passed to ``train`` (resumable attacks).
+    """
     try:
-        result = train(model, loss_fn, batches, attack_params(params, lr), flops_per_token, evaluate)
+        result = train(model, loss_fn, batches, attack_params(params, lr), flops_per_token, evaluate,
+                       checkpoint_dir=checkpoint_dir, checkpoint_key=checkpoint_key)
     except DivergenceError as err:
         logger.warning("attack at lr=%g diverged at step %d; recording it as diverged", lr, err.step)
         before = [dict(row, lr=lr, diverged=False) for row in err.history if "forget" in row]

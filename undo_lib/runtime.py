@@ -1,16 +1,30 @@
-"""Start-up and finish of a notebook stage: params, logging, seeds, device and output files."""
+"""Start-up and finish of a notebook stage: params, logging, seeds, device, input checks and outputs.
+
+The first code cell of a training notebook calls ``start_stage`` (params, seeds, device),
+``require_inputs`` (every input exists), ``verify_data`` (the data files match the data stage's
+manifest) and ``check_training_memory`` before ``clean_out_dir`` and before any compute. A rejected
+run therefore changes no file.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Mapping
 
+import numpy
 import torch
+import transformers
 
-from undo_lib.config import Params, load_params, to_dict
-from undo_lib.io import derive_seed, seed_everything, setup_notebook, write_csv, write_json
+from undo_lib.checkpoint import remove_checkpoint
+from undo_lib.config import Params, TrainParams, load_params, to_dict
+from undo_lib.io import derive_seed, file_sha256, seed_everything, setup_notebook, write_csv, write_json
 from undo_lib.model import resolve_device, save_model
+from undo_lib.prepare import MANIFEST
+from undo_lib.resources import check_memory, estimate_training_memory
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +46,87 @@ def start_stage(params_file: str, setting: str, stage: str, item: str = "") -> t
     return params, device, seed
 
 
+def producing_stage(setting: str, model_name: str, method: str = "MaxEnt") -> str:
+    """Return the name of the DVC stage in dvc.yaml that writes the model folder ``model_name``."""
+    if model_name == "init":
+        return f"{setting}-init"
+    if model_name in ("full", "oracle"):
+        return f"{setting}-pretrain@{model_name}"
+    if model_name == "unlearned":
+        return f"{setting}-unlearn@{method}"
+    if model_name == "distilled":
+        return f"{setting}-distill"
+    if model_name.startswith("undo_"):
+        return f"{setting}-undo@{model_name.removeprefix('undo_')}"
+    raise ValueError(f"unknown model name {model_name!r}; expected init, full, oracle, unlearned, distilled "
+                     "or undo_<alpha>")
+
+
+def data_inputs(data_dir: str | Path, setting: str, names: tuple[str, ...] | list[str]) -> dict[Path, str]:
+    """Map the data files ``names`` (and the manifest) to the data stage, for ``require_inputs``."""
+    return {Path(data_dir) / name: f"{setting}-data" for name in (MANIFEST, *names)}
+
+
+def model_inputs(model_dir: str | Path, setting: str, model_name: str, method: str = "MaxEnt") -> dict[Path, str]:
+    """Map the weights of the model folder ``model_dir`` to the stage that writes it, for ``require_inputs``."""
+    return {Path(model_dir) / "model.safetensors": producing_stage(setting, model_name, method)}
+
+
+def require_inputs(inputs: Mapping[str | Path, str]) -> None:
+    """Raise FileNotFoundError unless every input path exists, before the stage computes anything.
+
+    Args:
+        inputs: each path the stage reads, mapped to the DVC stage that writes it.
+
+    Raises:
+        FileNotFoundError: naming every missing path and the `dvc repro` command that writes it.
+    """
+    missing = [f"{path} not found; run `dvc repro {stage}` to write it (DVC runs the stages before it too)."
+               for path, stage in inputs.items() if not Path(path).exists()]
+    if missing:
+        raise FileNotFoundError("\n".join(missing))
+
+
+def run_fingerprint(*parts, files: tuple[str | Path, ...] | list[str | Path] = ()) -> str:
+    """Return a sha256 of what a training run depends on besides its TrainParams.
+
+    It covers ``parts`` (params sections, seeds, notebook parameters), the content of ``files``
+    (input models, the data manifest), the source of every ``undo_lib`` module and the versions of
+    torch, transformers and numpy. A checkpoint is resumed only by a run with the same fingerprint.
+    NOTE: the notebook's own source is not covered, because the kernel does not know its path.
+    """
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__}
+    digest = hashlib.sha256(json.dumps([versions, *(to_dict(p) for p in parts)], sort_keys=True, default=str).encode())
+    for path in files:
+        digest.update(file_sha256(path).encode())
+    package = Path(__file__).parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def check_training_memory(params: Params, setting: str, section_key: str, train_params: TrainParams,
+                          vocab_size: int, device: torch.device, forward_passes: int = 1,
+                          with_teacher: bool = False) -> None:
+    """Raise InsufficientMemoryError when a training stage would not fit in free memory.
+
+    Args:
+        section_key: dotted params key of the training section, named in the error.
+        forward_passes: model forward passes per micro-batch whose activations are alive together.
+        with_teacher: add a frozen teacher of the same shape (distillation).
+
+    Does nothing when ``shared.check_memory`` is false. See ``undo_lib.resources`` for the estimate.
+    """
+    if not params.shared.check_memory:
+        return
+    model = params.model[setting]
+    estimate = estimate_training_memory(model, vocab_size, train_params.batch_size * forward_passes,
+                                        params.data[setting].seq_len, teacher=model if with_teacher else None)
+    check_memory(estimate, device, section_key)
+    logger.info("estimated peak training memory: %s", estimate.describe())
+
+
 def clean_out_dir(out_dir: str | Path, keep: tuple[str, ...] = ()) -> Path:
     """Create ``out_dir`` or empty it (except ``keep``), so a stage rewrites its outputs completely."""
     out_dir = Path(out_dir)
@@ -44,10 +139,13 @@ def clean_out_dir(out_dir: str | Path, keep: tuple[str, ...] = ()) -> Path:
 
 
 def finish_stage(out_dir: str | Path, metrics: dict, history: list[dict] | None = None,
-                 model=None, tokenizer=None, model_dir: str | Path | None = None, section=None) -> None:
-    """Write the model to ``model_dir`` (if given), then history.csv and metrics.json to ``out_dir``.
+                 model=None, tokenizer=None, model_dir: str | Path | None = None, section=None,
+                 timing: dict | None = None, timing_path: str | Path | None = None,
+                 checkpoint_dir: str | Path | None = None) -> None:
+    """Write the model, history.csv, the timing file and metrics.json, then delete the checkpoint.
 
-    metrics.json is written last, so its presence marks a finished stage.
+    metrics.json is written after every other output, so its presence marks a finished stage. The
+    checkpoint goes last: a kill before that point resumes from it and writes the same outputs.
     """
     out_dir = Path(out_dir)
     if model is not None:
@@ -56,9 +154,14 @@ def finish_stage(out_dir: str | Path, metrics: dict, history: list[dict] | None 
         save_model(model, tokenizer, model_dir)
     if history is not None:
         write_csv(out_dir / "history.csv", history)
+    if timing is not None:
+        if timing_path is None:
+            raise ValueError("finish_stage got timing but no timing_path to write it to")
+        write_json(timing_path, timing)
     if section is not None:
         metrics = {**metrics, "params": to_dict(section)}
     write_json(out_dir / "metrics.json", metrics)
+    remove_checkpoint(checkpoint_dir)
     logger.info("wrote outputs to %s", out_dir)
 
 

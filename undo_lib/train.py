@@ -4,6 +4,11 @@ AdamW (betas 0.9/0.999, eps 1e-8), linear warmup then cosine decay from ``lr`` t
 (constant when they are equal), gradient accumulation and clipping. Every step records tokens and
 FLOPs; evaluation runs at step 0, every ``eval_every`` steps and at the end; an optional stop rule
 ends training early. A non-finite loss or gradient raises ``DivergenceError`` at the step it appears.
+
+With ``checkpoint_every`` > 0 and a checkpoint folder, the loop saves a checkpoint
+(``undo_lib.checkpoint``) every ``checkpoint_every`` steps and when training ends, and a later call
+with the same params and key resumes from it. A resumed run gives bitwise the same weights and
+history as an uninterrupted one on CPU (tested in tests/test_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
+from undo_lib.checkpoint import checkpoint_fingerprint, load_checkpoint, save_checkpoint
 from undo_lib.config import TrainParams
 from undo_lib.data import count_tokens
+from undo_lib.io import IntegrityError
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +52,9 @@ class TrainResult:
     tokens: int = 0  # tokens fed to the trained model (all positions of every micro-batch)
     flops: float = 0.0  # flops_per_token * tokens
     stopped_early: bool = False  # the stop rule fired before the step cap
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall-clock time of the loop, summed over resumed runs
     history: list[dict] = field(default_factory=list)  # one row per step; eval columns on eval steps
+    resumed_from_step: int | None = None  # step of the checkpoint this run resumed from, if any
 
 
 def lr_at(step: int, params: TrainParams) -> float:
@@ -79,6 +88,88 @@ def _evaluate(model, evaluate: EvalFn | None, row: dict) -> dict:
     return metrics
 
 
+def _skip_batches(batches: Iterator[dict], count: int) -> None:
+    """Advance ``batches`` past ``count`` batches, with its ``skip`` method when it has one."""
+    skip = getattr(batches, "skip", None)
+    if skip is not None:
+        skip(count)
+        return
+    for _ in range(count):
+        next(batches)
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint must restore besides weights, optimizer and RNGs."""
+
+    result: TrainResult
+    batches_drawn: int = 0  # next() calls on the batch iterator so far
+    stop_inputs: list[dict] = field(default_factory=list)  # metrics passed to should_stop so far
+
+    def to_state(self, fingerprint: str, finished: bool) -> dict:
+        r = self.result
+        return {"fingerprint": fingerprint, "step": r.steps, "batches_drawn": self.batches_drawn,
+                "tokens": r.tokens, "flops": r.flops, "seconds": r.seconds, "stopped_early": r.stopped_early,
+                "finished": finished, "history": r.history, "stop_inputs": self.stop_inputs}
+
+
+def _resume(state: dict, batches: Iterator[dict], should_stop: StopFn | None) -> _Progress:
+    """Rebuild the loop's progress from a checkpoint state and bring ``batches`` and the stop rule up to it."""
+    result = TrainResult(steps=state["step"], tokens=state["tokens"], flops=state["flops"],
+                         stopped_early=state["stopped_early"], seconds=state["seconds"],
+                         history=state["history"], resumed_from_step=state["step"])
+    progress = _Progress(result, state["batches_drawn"], state["stop_inputs"])
+    _skip_batches(batches, progress.batches_drawn)
+    # The stop rule may keep state (RetainStopRule counts consecutive checks), so it sees again every
+    # metrics dict it saw before the checkpoint. It said False to each of them, or training would have ended.
+    if should_stop is not None and not state["finished"]:
+        for metrics in progress.stop_inputs:
+            if should_stop(metrics):
+                raise IntegrityError(
+                    f"the stop rule fires on metrics it rejected before checkpoint step {state['step']}, "
+                    "so the checkpoint does not belong to this run. Delete the checkpoint folder and rerun."
+                )
+    return progress
+
+
+def _step(model, loss_fn: LossFn, batches: Iterator[dict], optimizer, trainable, params: TrainParams,
+          step: int, flops_per_token: float, progress: _Progress) -> dict:
+    """Run optimizer step ``step`` (all its micro-batches) and return its history row without eval columns."""
+    device = next(model.parameters()).device
+    result = progress.result
+    lr = lr_at(step - 1, params)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+    # Forward and backward over the micro-batches of this step
+    logs: dict[str, float] = {}
+    loss_sum = 0.0
+    for _ in range(params.grad_accum):
+        batch = _to_device(next(batches), device)
+        progress.batches_drawn += 1
+        loss, micro_logs = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise DivergenceError(step, lr, "the loss", result.history)
+        (loss / params.grad_accum).backward()
+        loss_sum += loss.item() / params.grad_accum
+        for k, v in micro_logs.items():
+            logs[k] = logs.get(k, 0.0) + v / params.grad_accum
+        result.tokens += count_tokens(batch)
+
+    # Clip, check and step
+    max_norm = params.max_grad_norm if params.max_grad_norm > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+    if not torch.isfinite(grad_norm):
+        raise DivergenceError(step, lr, "the gradient norm", result.history)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+    result.steps = step
+    result.flops = flops_per_token * result.tokens
+    return {"step": step, "lr": lr, "loss": loss_sum, "grad_norm": grad_norm.item(),
+            "tokens": result.tokens, "flops": result.flops, **logs}
+
+
 def train(
     model: torch.nn.Module,
     loss_fn: LossFn,
@@ -87,73 +178,71 @@ def train(
     flops_per_token: float,
     evaluate: EvalFn | None = None,
     should_stop: StopFn | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_key: str = "",
 ) -> TrainResult:
     """Train ``model`` in place with ``loss_fn`` on ``batches``.
 
     Args:
         model: the module to train; only parameters with ``requires_grad`` are optimised.
         loss_fn: returns (scalar loss, dict of floats to log) for one micro-batch.
-        batches: endless iterator of micro-batches (dicts of tensors, possibly nested).
-        params: steps, batch, LR schedule, clipping, evaluation cadence.
+        batches: endless iterator of micro-batches (dicts of tensors, possibly nested), not yet
+            drawn from. A resumed run fast-forwards it with its ``skip(n)`` method if it has one,
+            else with ``n`` calls to ``next``.
+        params: steps, batch, LR schedule, clipping, evaluation and checkpoint cadence.
         flops_per_token: compute per token of a micro-batch (6N to train, + 2N per teacher forward).
         evaluate: called on eval steps; its metrics join that step's history row.
         should_stop: called with the metrics of each eval step after step 0; True ends training.
+        checkpoint_dir: folder for the checkpoint when ``params.checkpoint_every`` > 0. The caller
+            deletes it (``undo_lib.checkpoint.remove_checkpoint``) once the outputs are saved.
+        checkpoint_key: everything besides ``params`` that the result depends on (seed, inputs,
+            code), so a checkpoint of another configuration is not resumed.
 
     Returns:
         TrainResult with counters and the per-step history.
     """
-    device = next(model.parameters()).device
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, betas=(0.9, 0.999), eps=1e-8,
                                   weight_decay=params.weight_decay)
-    result = TrainResult()
+    checkpointing = checkpoint_dir is not None and params.checkpoint_every > 0
+    fingerprint = checkpoint_fingerprint(params, checkpoint_key) if checkpointing else ""
+    state = load_checkpoint(checkpoint_dir, fingerprint, model, optimizer) if checkpointing else None
+    elapsed_before = state["seconds"] if state is not None else 0.0
     start = time.perf_counter()
     model.train()
-    row = {"step": 0, "tokens": 0, "flops": 0.0}
-    _evaluate(model, evaluate, row)
-    result.history.append(row)
 
-    for step in range(1, params.steps + 1):
-        lr = lr_at(step - 1, params)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    if state is None:
+        progress = _Progress(TrainResult())
+        row = {"step": 0, "tokens": 0, "flops": 0.0}
+        _evaluate(model, evaluate, row)
+        progress.result.history.append(row)
+    else:
+        progress = _resume(state, batches, should_stop)
+    result = progress.result
+    finished = state is not None and state["finished"]  # a checkpoint of the last step resumes to the end
 
-        # Forward and backward over the micro-batches of this step
-        logs: dict[str, float] = {}
-        loss_sum = 0.0
-        for _ in range(params.grad_accum):
-            batch = _to_device(next(batches), device)
-            loss, micro_logs = loss_fn(model, batch)
-            if not torch.isfinite(loss):
-                raise DivergenceError(step, lr, "the loss", result.history)
-            (loss / params.grad_accum).backward()
-            loss_sum += loss.item() / params.grad_accum
-            for k, v in micro_logs.items():
-                logs[k] = logs.get(k, 0.0) + v / params.grad_accum
-            result.tokens += count_tokens(batch)
-
-        # Clip, check and step
-        max_norm = params.max_grad_norm if params.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
-        if not torch.isfinite(grad_norm):
-            raise DivergenceError(step, lr, "the gradient norm", result.history)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        # Record, evaluate and maybe stop
-        result.steps = step
-        result.flops = flops_per_token * result.tokens
-        row = {"step": step, "lr": lr, "loss": loss_sum, "grad_norm": grad_norm.item(),
-               "tokens": result.tokens, "flops": result.flops, **logs}
+    step = result.steps
+    while not finished and step < params.steps:
+        step += 1
+        row = _step(model, loss_fn, batches, optimizer, trainable, params, step, flops_per_token, progress)
         result.history.append(row)
+
+        # Evaluate, maybe stop, maybe save a checkpoint
+        stop = False
         if _is_eval_step(step, params):
             metrics = _evaluate(model, evaluate, row)
-            if should_stop is not None and should_stop(metrics):
-                result.stopped_early = step < params.steps
-                logger.info("stop rule met at step %d", step)
-                break
+            if should_stop is not None:
+                progress.stop_inputs.append(metrics)
+                stop = should_stop(metrics)
+        if stop:
+            result.stopped_early = step < params.steps
+            logger.info("stop rule met at step %d", step)
+        finished = stop or step == params.steps
+        if checkpointing and (finished or step % params.checkpoint_every == 0):
+            result.seconds = elapsed_before + time.perf_counter() - start
+            save_checkpoint(checkpoint_dir, model, optimizer, progress.to_state(fingerprint, finished))
 
     model.eval()
-    result.seconds = time.perf_counter() - start
+    result.seconds = elapsed_before + time.perf_counter() - start
     logger.info("trained %d steps, %s tokens in %.1f s", result.steps, f"{result.tokens:,}", result.seconds)
     return result
