@@ -19,7 +19,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)  ## create .venv with the pinned dependencies
 
-repro: $(STAMP)  ## run the whole pipeline (dvc repro) with params.yaml
+repro: $(STAMP)  ## validate params.yaml, then run the whole pipeline (dvc repro)
+	python -m undo_lib.config params.yaml
 	dvc repro
 
 test: $(STAMP)  ## every test, the end-to-end notebook and dvc repro smoke runs included

@@ -108,6 +108,12 @@ MALFORMED_CASES = [
      "pretrain.arithmetic.checkpoint_every", "-1"),
     ("checkpoint-every-float", "relearn.arithmetic.train.checkpoint_every", 2.5,
      "relearn.arithmetic.train.checkpoint_every", "2.5"),
+    # Stop rule and optimizer values that would silently change a run
+    ("stop-margin-negative", "distill.arithmetic.stop_margin", -1.0, "distill.arithmetic.stop_margin", "-1.0"),
+    ("stop-margin-nan", "distill.arithmetic.stop_margin", float("nan"), "distill.arithmetic.stop_margin", "nan"),
+    ("stop-margin-five", "distill.arithmetic.stop_margin", 5.0, "distill.arithmetic.stop_margin", "5.0"),
+    ("weight-decay-inf", "pretrain.arithmetic.weight_decay", float("inf"), "pretrain.arithmetic.weight_decay", "inf"),
+    ("grad-norm-inf", "pretrain.arithmetic.max_grad_norm", float("inf"), "pretrain.arithmetic.max_grad_norm", "inf"),
 ]
 
 

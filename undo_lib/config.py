@@ -238,8 +238,9 @@ def _check_train(t: TrainParams, path: str, needs_lr: bool) -> None:
     _check(t.batch_size > 0, f"{path}.batch_size", t.batch_size, "a positive integer")
     _check(t.grad_accum > 0, f"{path}.grad_accum", t.grad_accum, "a positive integer")
     _check(t.warmup_steps >= 0, f"{path}.warmup_steps", t.warmup_steps, ">= 0")
-    _check(t.weight_decay >= 0, f"{path}.weight_decay", t.weight_decay, ">= 0")
-    _check(t.max_grad_norm >= 0, f"{path}.max_grad_norm", t.max_grad_norm, ">= 0 (0 disables it)")
+    _check(0 <= t.weight_decay < math.inf, f"{path}.weight_decay", t.weight_decay, "a finite number >= 0")
+    _check(0 <= t.max_grad_norm < math.inf, f"{path}.max_grad_norm", t.max_grad_norm,
+           "a finite number >= 0 (0 disables clipping)")
     _check(t.eval_every >= 0, f"{path}.eval_every", t.eval_every, ">= 0 (0: start and end only)")
     _check(t.checkpoint_every >= 0, f"{path}.checkpoint_every", t.checkpoint_every, ">= 0 (0 disables checkpoints)")
     if needs_lr:
@@ -289,6 +290,8 @@ def _validate_setting(p: Params, s: str) -> None:
     _check(len(set(p.distill[s].alphas)) == len(p.distill[s].alphas), f"distill.{s}.alphas",
            list(p.distill[s].alphas), "a list without duplicates")
     _check(0.0 <= p.distill[s].beta <= 1.0, f"distill.{s}.beta", p.distill[s].beta, "in [0, 1]")
+    _check(0 <= p.distill[s].stop_margin < 1, f"distill.{s}.stop_margin", p.distill[s].stop_margin,
+           "in [0, 1): the student stops once its retain accuracy is within this margin of the teacher's")
     _check(p.distill[s].stop_consecutive >= 1, f"distill.{s}.stop_consecutive", p.distill[s].stop_consecutive, ">= 1")
     _check(p.distill[s].train.eval_every > 0, f"distill.{s}.train.eval_every", p.distill[s].train.eval_every,
            "a positive integer: the stop rule is checked every eval_every steps")
@@ -349,3 +352,19 @@ def to_dict(section: Any) -> Any:
     if isinstance(section, tuple):
         return [to_dict(v) for v in section]
     return section
+
+
+def main() -> None:
+    """Validate a params file from the command line: ``python -m undo_lib.config params.yaml``."""
+    import sys
+
+    path = sys.argv[1] if len(sys.argv) > 1 else "params.yaml"
+    try:
+        load_params(path)
+    except ParamsError as err:
+        sys.exit(f"invalid params: {err}")
+    print(f"{path}: OK")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import nbformat
@@ -28,8 +29,8 @@ RESULT_COLUMNS = {
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
+    if isinstance(value, float):  # round the printed decimal half up, so 0.0075 shows as 0.008
+        return str(Decimal(repr(value)).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
     return str(value)
 
 
