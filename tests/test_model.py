@@ -144,24 +144,24 @@ def test_load_ignores_planted_pickle(tiny_model, tokenizer, tmp_path, monkeypatc
     assert torch.equal(loaded.model.embed_tokens.weight, tiny_model.model.embed_tokens.weight)
 
 
-def _corrupt(weights, how: str) -> None:
+def _corrupt(weights, corruption: str) -> None:
     content = weights.read_bytes()
-    if how == "truncated-data":
+    if corruption == "truncated-data":
         weights.write_bytes(content[: len(content) // 2])
-    elif how == "truncated-header":
+    elif corruption == "truncated-header":
         weights.write_bytes(content[:20])
-    elif how == "garbage-header":
+    elif corruption == "garbage-header":
         weights.write_bytes(content[:8] + b"{not json" + content[17:])
     else:
         weights.write_bytes(b"")
 
 
-@pytest.mark.parametrize("how", ["truncated-data", "truncated-header", "garbage-header", "empty"])
-def test_load_corrupt_safetensors(tiny_model, tokenizer, tmp_path, monkeypatch, how):
+@pytest.mark.parametrize("corruption", ["truncated-data", "truncated-header", "garbage-header", "empty"])
+def test_load_corrupt_safetensors(tiny_model, tokenizer, tmp_path, monkeypatch, corruption):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     save_model(tiny_model, tokenizer, tmp_path / "model")
     weights = tmp_path / "model" / "model.safetensors"
-    _corrupt(weights, how)
+    _corrupt(weights, corruption)
 
     with pytest.raises(IntegrityError) as excinfo:
         load_model(tmp_path / "model")

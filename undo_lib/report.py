@@ -35,7 +35,7 @@ def _cell(value) -> str:
 
 
 def results_table(summary_path: str | Path) -> str:
-    """The per-model results of ``summary.json`` as a Markdown table."""
+    """Format the per-model results of ``summary.json`` as a Markdown table."""
     summary = json.loads(Path(summary_path).read_text())
     header = list(RESULT_COLUMNS.values())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -46,7 +46,7 @@ def results_table(summary_path: str | Path) -> str:
 
 
 def stage_durations(notebooks_dir: str | Path) -> list[tuple[str, float]]:
-    """(stage, seconds) for every executed notebook, from Papermill's recorded duration."""
+    """Read (stage, seconds) of every executed notebook from Papermill's recorded duration."""
     rows = []
     for path in sorted(Path(notebooks_dir).glob("*.ipynb")):
         meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
@@ -56,7 +56,7 @@ def stage_durations(notebooks_dir: str | Path) -> list[tuple[str, float]]:
 
 
 def durations_table(notebooks_dir: str | Path) -> str:
-    """Stage wall times as a Markdown table, grouped by kind of stage, with the total."""
+    """Format stage wall times as a Markdown table, grouped by kind of stage, with the total."""
     groups: dict[str, list[float]] = {}
     for name, seconds in stage_durations(notebooks_dir):
         groups.setdefault(name.split("-")[0], []).append(seconds)
