@@ -195,8 +195,10 @@ def test_non_mapping_file_rejected():
 def test_repository_params_load(name):
     params = load_params(REPO_ROOT / name)
 
-    assert params.shared.settings == ("arithmetic",)
+    assert params.shared.settings == ("arithmetic", "language")
     assert "arithmetic" in params.distill
+    assert "language" in params.data
+    assert params.data["language"].seq_len <= params.model["language"].max_position_embeddings
 
 
 def test_load_params_missing_file(tmp_path):
@@ -248,4 +250,4 @@ def test_to_dict_round_trip(smoke_params_dict):
 
     assert rebuilt == params
     assert plain["distill"]["arithmetic"]["alphas"] == [0.5]
-    assert plain["shared"]["settings"] == ["arithmetic"]
+    assert plain["shared"]["settings"] == ["arithmetic", "language"]

@@ -3,6 +3,7 @@ stages rejected before compute without touching earlier outputs."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -57,16 +58,34 @@ RUNS = [
 ]
 
 
+def _language_run(run: tuple) -> tuple:
+    """The same run for the language setting: every default path moved to outputs-smoke/language."""
+    name, overrides, expected = run
+    defaults = {key: value["default"] for key, value in papermill.inspect_notebook(
+        str(ROOT / "notebooks" / f"{name}.ipynb")).items()}
+    parameters = {key: ast.literal_eval(value) for key, value in defaults.items() if SMOKE in value}
+    parameters.update(overrides)
+    parameters = {key: value.replace(SMOKE, LANGUAGE_SMOKE) if isinstance(value, str) else value
+                  for key, value in parameters.items()}
+    return name, {**parameters, "setting": "language"}, [path.replace(SMOKE, LANGUAGE_SMOKE) for path in expected]
+
+
+LANGUAGE_SMOKE = "outputs-smoke/language"
+RUNS += [_language_run(run) for run in RUNS]
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     work = tmp_path_factory.mktemp("notebooks")
     (work / "tests").mkdir()
     shutil.copy(ROOT / "tests" / "smoke_params.yaml", work / "tests" / "smoke_params.yaml")
+    shutil.copytree(ROOT / "tests" / "fixtures" / "language" / "smoke", work / "tests" / "fixtures" / "language" / "smoke")
     return work
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(RUNS)), ids=[f"{i}-{r[0]}" for i, r in enumerate(RUNS)])
+@pytest.mark.parametrize("index", range(len(RUNS)), ids=[f"{i}-{r[0]}-{r[1].get('setting', 'arithmetic')}"
+                                                         for i, r in enumerate(RUNS)])
 def test_notebook_smoke_run(workdir, index):
     name, overrides, expected = RUNS[index]
     papermill.execute_notebook(
@@ -78,9 +97,10 @@ def test_notebook_smoke_run(workdir, index):
 
 
 @pytest.mark.slow
-def test_smoke_metrics_are_complete(workdir):
-    metrics = json.loads((workdir / "outputs-smoke/arithmetic/undo/alpha_0.5/metrics.json").read_text())
-    for key in ("teacher", "final", "compute", "cost_fraction", "stopped_early"):
+@pytest.mark.parametrize("smoke", [SMOKE, LANGUAGE_SMOKE])
+def test_smoke_metrics_are_complete(workdir, smoke):
+    metrics = json.loads((workdir / smoke / "undo/alpha_0.5/metrics.json").read_text())
+    for key in ("teacher", "final", "compute", "cost_fraction", "stopped_early", "reached_stop_rule"):
         assert key in metrics, f"UNDO metrics lack {key}"
     assert metrics["compute"]["tokens"] > 0
 

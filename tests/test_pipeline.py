@@ -88,7 +88,7 @@ def test_dvc_analytics_disabled():
 
 
 def test_default_params_load():
-    assert load_params(ROOT / "params.yaml").shared.settings == ("arithmetic",)
+    assert load_params(ROOT / "params.yaml").shared.settings == ("arithmetic", "language")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,8 +152,8 @@ def _outs(body) -> dict[str, dict]:
     return outs
 
 
-TRAINING_STAGES = ["arithmetic-pretrain", "arithmetic-unlearn", "arithmetic-distill", "arithmetic-undo",
-                   "arithmetic-relearn", "arithmetic-relearn-undo"]
+TRAINING_STAGES = [f"{setting}-{kind}" for setting in ("arithmetic", "language")
+                   for kind in ("pretrain", "unlearn", "distill", "undo", "relearn", "relearn-undo")]
 
 
 @pytest.mark.parametrize("name", TRAINING_STAGES)
@@ -165,11 +165,12 @@ def test_training_stage_checkpoint_and_timing(name):
     tracked = list(outs) + body["deps"]
 
     # DVC deletes a stage's outputs before it reruns the stage, so a checkpoint inside one would be lost.
-    assert checkpoint.startswith("outputs/arithmetic/checkpoints/")
+    setting = name.split("-")[0]
+    assert checkpoint.startswith(f"outputs/{setting}/checkpoints/")
     assert not any(checkpoint == t or checkpoint.startswith(t + "/") or t.startswith(checkpoint) for t in tracked)
     assert outs[timing] == {"cache": False}
     # The figures stage depends on these folders, so a timing file there would rerun it on every rerun.
-    figure_deps = dict(_stage_bodies())["arithmetic-figures"]["deps"]
+    figure_deps = dict(_stage_bodies())[f"{setting}-figures"]["deps"]
     assert not any(timing.startswith(d + "/") for d in figure_deps)
 
 
@@ -209,7 +210,8 @@ def test_inputs_checked_before_compute(notebook):
 
 # Outputs whose content differs between identical runs: wall-clock times and executed notebooks
 # (Papermill records start and end times in them).
-RUN_SPECIFIC = ("outputs/arithmetic/timing/", "outputs/arithmetic/notebooks/")
+RUN_SPECIFIC = tuple(f"outputs/{setting}/{folder}/" for setting in ("arithmetic", "language")
+                     for folder in ("timing", "notebooks"))
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +242,10 @@ def test_dvc_repro_smoke(smoke_run):
     assert project.outputs("timing/pretrain-full.json").is_file()
     assert not project.outputs("checkpoints").exists() or not any(project.outputs("checkpoints").iterdir())
     assert "seconds" not in project.outputs("pretrain/full/metrics.json").read_text()
+    language = project.root / "outputs" / "language"
+    for name in ("relearning_curves.png", "robustness_vs_compute.png", "relearning_by_lr.png", "summary.json"):
+        assert (language / "figures" / name).is_file(), f"dvc repro did not write the language {name}"
+    assert (language / "models" / "undo_0.5" / "model.safetensors").is_file()
 
     status = project.dvc("status")
     assert "up to date" in status.stdout, status.stdout
@@ -252,7 +258,7 @@ def test_rerun_is_bitwise_identical(smoke_run):
     before = _lock_hashes(project)
     metrics_before = {p: p.read_bytes() for p in project.outputs().rglob("*") if p.name in ("metrics.json", "history.csv")}
     stages = ["arithmetic-data", "arithmetic-pretrain@oracle", "arithmetic-unlearn@MaxEnt", "arithmetic-undo@0.5",
-              "arithmetic-relearn@unlearned-0.001"]
+              "arithmetic-relearn@unlearned-0.001", "language-data", "language-distill", "language-relearn@oracle-0.001"]
 
     for stage in stages:
         run = project.dvc("repro", "--force", "--single-item", stage)

@@ -281,7 +281,7 @@ def test_relative_robustness_scalar():
 def test_relative_robustness_zero_gap():
     assert math.isnan(plots.relative_robustness(0.5, 0.4, 0.4))
     assert math.isnan(plots.relative_robustness(0.5, None, 0.4))
-    assert "same forget accuracy" in plots.reference_gap_note(0.4, 0.4)
+    assert "same forget metric" in plots.reference_gap_note(0.4, 0.4)
     assert plots.reference_gap_note(0.3, 0.9) == ""
 
 

@@ -6,7 +6,8 @@ impossible values. Each error names the dotted key, the offending value and the 
 
 Layout of ``params.yaml``: a ``shared`` section, then one section per kind of stage (``data``,
 ``tokenizer``, ``model``, ``pretrain``, ``unlearn``, ``distill``, ``relearn``, ``evaluate``,
-``figures``), each keyed by setting name (``arithmetic``).
+``figures``), each keyed by setting name (``arithmetic``, ``language``). The ``data`` and
+``evaluate`` sections have a different shape per setting; every other section has one shape.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-SETTINGS = ("arithmetic",)
+SETTINGS = ("arithmetic", "language")
 
 
 class ParamsError(ValueError):
@@ -55,6 +56,83 @@ class ArithmeticDataParams:
     relearn_documents: int = 20_000  # forget-domain documents for the relearning attack
     eval_prompts: int = 100  # prompts per op x {equation, word problem}
     eval_seed: int = 42  # seed of the evaluation sets
+
+
+@dataclass(frozen=True)
+class OfflineSourceParams:
+    """Real English and Korean text without a dataset hub: Debian documentation packages."""
+
+    cache_dir: str = "~/.cache/undo/debian"  # where `apt-get download` puts the .deb files
+    packages: dict[str, str] = field(default_factory=lambda: {  # Debian package name -> pinned version
+        "libreoffice-help-ko": "4:7.4.7-1+deb12u14",
+        "debian-faq-ko": "11.1",
+        "debian-handbook": "11.20220922",
+        "debian-faq": "11.1",
+    })
+    include_python_docs: bool = True  # add the English topics bundled with Python (pydoc_data)
+
+
+@dataclass(frozen=True)
+class HubDatasetParams:
+    """One streamed Hugging Face dataset (``datasets.load_dataset(path, name, split, streaming=True)``)."""
+
+    path: str = ""
+    name: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    revision: str | None = None  # dataset revision (commit or tag); None reads the latest
+    max_chars: int = 5_000_000  # stop streaming once this many characters are kept
+
+
+@dataclass(frozen=True)
+class HubSourceParams:
+    english: HubDatasetParams = field(default_factory=lambda: HubDatasetParams(
+        path="HuggingFaceFW/fineweb-edu", name="sample-10BT"))
+    korean: HubDatasetParams = field(default_factory=lambda: HubDatasetParams(
+        path="HuggingFaceFW/fineweb-2", name="kor_Hang"))
+
+
+@dataclass(frozen=True)
+class LocalSourceParams:
+    """User-supplied .jsonl (one ``text`` field per line) or .txt (blank-line separated) files."""
+
+    english: tuple[str, ...] = ()
+    korean: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LanguageDataParams:
+    source: Literal["offline", "hub", "local"] = "offline"  # where the English and Korean text comes from
+    offline: OfflineSourceParams = field(default_factory=OfflineSourceParams)
+    hub: HubSourceParams = field(default_factory=HubSourceParams)
+    local: LocalSourceParams = field(default_factory=LocalSourceParams)
+    max_document_chars: int = 400  # documents are cut into chunks of at most this many characters
+    min_hangul_share: float = 0.3  # a Korean line is kept when this share of its characters is Hangul
+    validation_fraction: float = 0.05  # documents per language held out for the CE metrics
+    seq_len: int = 128  # tokens per packed training sequence
+    korean_fraction: float = 0.5  # share of Korean documents in the full and distillation mixtures
+    pretrain_documents: int = 20_000  # documents in each pretraining mixture file
+    distill_documents: int = 10_000  # documents in the distillation mixture
+    unlearn_documents: int = 2_000  # documents in each of the forget (Korean) and retain (English) sets
+    relearn_documents: int = 5_000  # Korean documents for the relearning attack
+
+
+class _SettingSections:
+    """Mapping-style access to a section whose entries differ in shape per setting."""
+
+    def __getitem__(self, setting: str):
+        return getattr(self, setting)
+
+    def __contains__(self, setting: str) -> bool:
+        return getattr(self, setting, None) is not None
+
+
+@dataclass(frozen=True)
+class DataSections(_SettingSections):
+    """The ``data`` section: one entry per setting, each with its own shape."""
+
+    arithmetic: ArithmeticDataParams | None = None
+    language: LanguageDataParams | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +192,9 @@ class UnlearnParams:
 class DistillParams:
     alphas: tuple[float, ...] = (0.3, 0.6, 0.9)  # UNDO mixing weights, one stage each
     beta: float = 0.1  # scale of the Xavier noise inside the alpha term
-    stop_margin: float = 0.05  # stop once student retain >= teacher retain - margin
+    # Arithmetic: stop once student retain accuracy >= teacher's - margin (absolute).
+    # Language: stop once student English CE <= teacher's * (1 + margin) (relative).
+    stop_margin: float = 0.05
     stop_consecutive: int = 1  # the stop rule must hold on this many checks in a row
     train: TrainParams = field(default_factory=TrainParams)  # steps is the cap
 
@@ -127,8 +207,26 @@ class RelearnParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
+    """Arithmetic evaluation: greedy generation on the prompt sets."""
+
     batch_size: int = 200  # prompts per generate() call
     max_new_tokens: int = 6  # greedy tokens generated per prompt
+
+
+@dataclass(frozen=True)
+class LanguageEvaluateParams:
+    """Language evaluation: English and Korean validation cross-entropy."""
+
+    batch_size: int = 64  # validation documents per forward pass
+    documents: int = 200  # validation documents per language in each CE (the first ones of the split)
+
+
+@dataclass(frozen=True)
+class EvaluateSections(_SettingSections):
+    """The ``evaluate`` section: one entry per setting, each with its own shape."""
+
+    arithmetic: EvaluateParams | None = None
+    language: LanguageEvaluateParams | None = None
 
 
 @dataclass(frozen=True)
@@ -139,14 +237,14 @@ class FiguresParams:
 @dataclass(frozen=True)
 class Params:
     shared: SharedParams
-    data: dict[str, ArithmeticDataParams]
+    data: DataSections
     tokenizer: dict[str, TokenizerParams]
     model: dict[str, ModelParams]
     pretrain: dict[str, TrainParams]
     unlearn: dict[str, UnlearnParams]
     distill: dict[str, DistillParams]
     relearn: dict[str, RelearnParams]
-    evaluate: dict[str, EvaluateParams]
+    evaluate: EvaluateSections
     figures: dict[str, FiguresParams]
 
 
@@ -178,7 +276,7 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
         return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ParamsError(f"{path}: expected a mapping of setting name to section, got {value!r}.")
+            raise ParamsError(f"{path}: expected a mapping, got {value!r}.")
         return {k: _convert(v, args[1], f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
@@ -195,6 +293,9 @@ def _convert_scalar(value: Any, hint: type, path: str) -> Any:
             pass
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
+    if hint is str and isinstance(value, (int, float)):
+        raise ParamsError(f"{path}: expected a string, got the number {value!r}. Quote it in params.yaml "
+                          f"(\"{value}\"), because YAML reads unquoted versions such as 11.10 as numbers.")
     raise ParamsError(
         f"{path}: expected {hint.__name__}, got {type(value).__name__} {value!r}. "
         f"Fix the value in params.yaml."
@@ -266,46 +367,93 @@ def _check_unit(values: typing.Iterable[float], path: str) -> None:
         _check(0.0 <= v <= 1.0, f"{path}[{i}]", v, "in [0, 1]")
 
 
-def _validate_setting(p: Params, s: str) -> None:
-    d = p.data[s]
-    _check(0 <= d.word_problem_fraction <= 1, f"data.{s}.word_problem_fraction", d.word_problem_fraction, "in [0, 1]")
-    _check(0 <= d.english_fraction < 1, f"data.{s}.english_fraction", d.english_fraction, "in [0, 1)")
-    _check(0 < d.english_validation_fraction < 1, f"data.{s}.english_validation_fraction",
+def _validate_arithmetic_data(d: ArithmeticDataParams, path: str) -> None:
+    _check(0 <= d.word_problem_fraction <= 1, f"{path}.word_problem_fraction", d.word_problem_fraction, "in [0, 1]")
+    _check(0 <= d.english_fraction < 1, f"{path}.english_fraction", d.english_fraction, "in [0, 1)")
+    _check(0 < d.english_validation_fraction < 1, f"{path}.english_validation_fraction",
            d.english_validation_fraction, "in (0, 1)")
     for name in ("seq_len", "pretrain_documents", "distill_documents", "unlearn_documents",
                  "relearn_documents", "eval_prompts", "english_max_chars"):
-        _check(getattr(d, name) > 0, f"data.{s}.{name}", getattr(d, name), "a positive integer")
-    _check(d.seq_len <= p.model[s].max_position_embeddings, f"data.{s}.seq_len", d.seq_len,
+        _check(getattr(d, name) > 0, f"{path}.{name}", getattr(d, name), "a positive integer")
+
+
+def _validate_language_data(d: LanguageDataParams, path: str) -> None:
+    for name in ("seq_len", "pretrain_documents", "distill_documents", "unlearn_documents",
+                 "relearn_documents", "max_document_chars"):
+        _check(getattr(d, name) > 0, f"{path}.{name}", getattr(d, name), "a positive integer")
+    _check(0 < d.validation_fraction < 1, f"{path}.validation_fraction", d.validation_fraction, "in (0, 1)")
+    _check(0 < d.korean_fraction < 1, f"{path}.korean_fraction", d.korean_fraction, "in (0, 1)")
+    _check(0 <= d.min_hangul_share <= 1, f"{path}.min_hangul_share", d.min_hangul_share, "in [0, 1]")
+    if d.source == "local":
+        for language in ("english", "korean"):
+            files = getattr(d.local, language)
+            _check(len(files) > 0, f"{path}.local.{language}", list(files),
+                   "a non-empty list of .jsonl or .txt files when source is 'local'")
+            for file in files:
+                _check(Path(file).suffix in (".jsonl", ".txt"), f"{path}.local.{language}", file,
+                       "a .jsonl or .txt file")
+    if d.source == "hub":
+        for language in ("english", "korean"):
+            hub = getattr(d.hub, language)
+            _check(bool(hub.path), f"{path}.hub.{language}.path", hub.path, "a dataset id or local folder")
+            _check(hub.max_chars > 0, f"{path}.hub.{language}.max_chars", hub.max_chars, "a positive integer")
+    if d.source == "offline":
+        _check(len(d.offline.packages) > 0, f"{path}.offline.packages", d.offline.packages,
+               "a non-empty mapping of Debian package name to version")
+
+
+def _validate_evaluate(p: Params, s: str) -> None:
+    e = p.evaluate[s]
+    _check(e.batch_size > 0, f"evaluate.{s}.batch_size", e.batch_size, "a positive integer")
+    if s == "arithmetic":
+        _check(e.max_new_tokens > 0, f"evaluate.{s}.max_new_tokens", e.max_new_tokens, "a positive integer")
+    else:
+        _check(e.documents > 0, f"evaluate.{s}.documents", e.documents, "a positive integer")
+
+
+def _validate_data(p: Params, s: str) -> None:
+    if s == "arithmetic":
+        _validate_arithmetic_data(p.data[s], f"data.{s}")
+    else:
+        _validate_language_data(p.data[s], f"data.{s}")
+    _check(p.data[s].seq_len <= p.model[s].max_position_embeddings, f"data.{s}.seq_len", p.data[s].seq_len,
            f"<= model.{s}.max_position_embeddings={p.model[s].max_position_embeddings}")
     _check(p.tokenizer[s].training_documents > 0, f"tokenizer.{s}.training_documents",
            p.tokenizer[s].training_documents, "a positive integer")
     _check(p.tokenizer[s].vocab_size >= 300, f"tokenizer.{s}.vocab_size", p.tokenizer[s].vocab_size,
            ">= 300 (256 byte symbols plus special tokens and merges)")
+
+
+def _validate_distill(d: DistillParams, path: str) -> None:
+    _check_train(d.train, f"{path}.train", needs_lr=True)
+    _check_unit(d.alphas, f"{path}.alphas")
+    _check(len(set(d.alphas)) == len(d.alphas), f"{path}.alphas", list(d.alphas), "a list without duplicates")
+    _check(0.0 <= d.beta <= 1.0, f"{path}.beta", d.beta, "in [0, 1]")
+    _check(0 <= d.stop_margin < 1, f"{path}.stop_margin", d.stop_margin,
+           "in [0, 1): the student stops once its retain metric is within this margin of the teacher's")
+    _check(d.stop_consecutive >= 1, f"{path}.stop_consecutive", d.stop_consecutive, ">= 1")
+    _check(d.train.eval_every > 0, f"{path}.train.eval_every", d.train.eval_every,
+           "a positive integer: the stop rule is checked every eval_every steps")
+
+
+def _validate_relearn(r: RelearnParams, path: str) -> None:
+    _check_train(r.train, f"{path}.train", needs_lr=False)
+    _check(len(r.lrs) > 0, f"{path}.lrs", list(r.lrs), "a non-empty list of learning rates")
+    _check(all(0 < lr < math.inf for lr in r.lrs), f"{path}.lrs", list(r.lrs), "a list of positive finite numbers")
+    _check(len(set(r.lrs)) == len(r.lrs), f"{path}.lrs", list(r.lrs), "a list without duplicates")
+    _check(r.train.eval_every > 0, f"{path}.train.eval_every", r.train.eval_every, "a positive integer")
+
+
+def _validate_setting(p: Params, s: str) -> None:
+    _validate_data(p, s)
     _check_model(p.model[s], f"model.{s}")
     _check_train(p.pretrain[s], f"pretrain.{s}", needs_lr=True)
     _check_train(p.unlearn[s].train, f"unlearn.{s}.train", needs_lr=True)
-    _check_train(p.distill[s].train, f"distill.{s}.train", needs_lr=True)
-    _check_train(p.relearn[s].train, f"relearn.{s}.train", needs_lr=False)
-    _check_unit(p.distill[s].alphas, f"distill.{s}.alphas")
-    _check(len(set(p.distill[s].alphas)) == len(p.distill[s].alphas), f"distill.{s}.alphas",
-           list(p.distill[s].alphas), "a list without duplicates")
-    _check(0.0 <= p.distill[s].beta <= 1.0, f"distill.{s}.beta", p.distill[s].beta, "in [0, 1]")
-    _check(0 <= p.distill[s].stop_margin < 1, f"distill.{s}.stop_margin", p.distill[s].stop_margin,
-           "in [0, 1): the student stops once its retain accuracy is within this margin of the teacher's")
-    _check(p.distill[s].stop_consecutive >= 1, f"distill.{s}.stop_consecutive", p.distill[s].stop_consecutive, ">= 1")
-    _check(p.distill[s].train.eval_every > 0, f"distill.{s}.train.eval_every", p.distill[s].train.eval_every,
-           "a positive integer: the stop rule is checked every eval_every steps")
-    lrs = p.relearn[s].lrs
-    _check(len(lrs) > 0, f"relearn.{s}.lrs", list(lrs), "a non-empty list of learning rates")
-    _check(all(0 < lr < math.inf for lr in lrs), f"relearn.{s}.lrs", list(lrs), "a list of positive finite numbers")
-    _check(len(set(lrs)) == len(lrs), f"relearn.{s}.lrs", list(lrs), "a list without duplicates")
-    _check(p.relearn[s].train.eval_every > 0, f"relearn.{s}.train.eval_every", p.relearn[s].train.eval_every,
-           "a positive integer")
-    _check(p.evaluate[s].batch_size > 0, f"evaluate.{s}.batch_size", p.evaluate[s].batch_size, "a positive integer")
-    _check(p.evaluate[s].max_new_tokens > 0, f"evaluate.{s}.max_new_tokens", p.evaluate[s].max_new_tokens,
-           "a positive integer")
     _check(p.unlearn[s].MaxEnt.retain_weight >= 0, f"unlearn.{s}.MaxEnt.retain_weight",
            p.unlearn[s].MaxEnt.retain_weight, ">= 0")
+    _validate_distill(p.distill[s], f"distill.{s}")
+    _validate_relearn(p.relearn[s], f"relearn.{s}")
+    _validate_evaluate(p, s)
     _check(p.figures[s].robustness_step >= 0, f"figures.{s}.robustness_step", p.figures[s].robustness_step, ">= 0")
     _check(p.figures[s].robustness_step <= p.relearn[s].train.steps, f"figures.{s}.robustness_step",
            p.figures[s].robustness_step, f"<= relearn.{s}.train.steps={p.relearn[s].train.steps}")

@@ -1,12 +1,12 @@
 """Tokenising, packing and batching documents for every training stage.
 
-Packing follows the paper: each document is preceded by a ``<bos>`` separator and appended to a
+Packing follows Lee et al. (arXiv 2506.06278): each document is preceded by a ``<bos>`` separator and appended to a
 buffer of ``seq_len`` tokens; the document that crosses the boundary is cut and its rest is thrown
 away, so every sequence is exactly ``seq_len`` tokens with no padding, and attention crosses
 document boundaries.
 
 Each token also carries a loss-mask bit: 1 where the token is a training target. With
-``loss_positions="all"`` (the paper) every token is a target. With ``"answers"`` only the answer
+``loss_positions="all"`` (as in that paper) every token is a target. With ``"answers"`` only the answer
 tokens of arithmetic documents and the one token after each answer (so the model learns where the
 answer ends) are targets, while English documents keep every token.
 """

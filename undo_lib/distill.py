@@ -2,7 +2,7 @@
 
 The student reads the same packed sequences as the teacher and matches its full next-token
 distribution (temperature 1) at every counted position. Distillation inputs include forget-domain
-text, as in the paper: the robustness does not come from hiding forget inputs from the student.
+text, as in Lee et al. (arXiv 2506.06278): the robustness does not come from hiding forget inputs from the student.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def make_distill_loss(teacher: torch.nn.Module):
 
 
 class RetainStopRule:
-    """Stop once the student's retain accuracy is within ``margin`` of the teacher's.
+    """Stop once the student's retain accuracy is within ``margin`` (absolute) of the teacher's.
 
     The reference is the teacher's retain accuracy measured before distillation. With
     ``consecutive`` > 1 the rule must hold on that many checks in a row, which damps the check-to-
@@ -45,9 +45,28 @@ class RetainStopRule:
         self.consecutive = consecutive
         self.streak = 0
 
+    def holds(self, metrics: dict) -> bool:
+        """Whether ``metrics`` meet the threshold on this check alone."""
+        return metrics["retain"] >= self.threshold
+
     def __call__(self, metrics: dict) -> bool:
-        self.streak = self.streak + 1 if metrics["retain"] >= self.threshold else 0
+        self.streak = self.streak + 1 if self.holds(metrics) else 0
         return self.streak >= self.consecutive
+
+
+class RelativeLossStopRule(RetainStopRule):
+    """Stop once the student's retain loss is at most ``(1 + margin)`` times the teacher's.
+
+    The language setting's rule: the relative English-CE gap (student - teacher) / teacher must be
+    within ``margin`` (Lee et al., arXiv 2506.06278, use 5%).
+    """
+
+    def __init__(self, teacher_retain: float, margin: float, consecutive: int = 1):
+        super().__init__(teacher_retain, margin, consecutive)
+        self.threshold = teacher_retain * (1 + margin)
+
+    def holds(self, metrics: dict) -> bool:
+        return metrics["retain"] <= self.threshold
 
 
 def cost_fraction(result, unlearn_metrics: dict, oracle_metrics: dict) -> dict:

@@ -1,5 +1,11 @@
 """Evaluation: greedy exact-match accuracy per op x {equation, word problem}, and text CE.
 
+Language setting: retain is the English validation CE and forget the Korean validation CE (higher
+is more forgotten). Each validation document is scored on its own, preceded by ``<bos>`` as in
+training, cut to ``seq_len`` tokens and right-padded. The CE is the mean over all non-padding target
+tokens of the set (token-weighted), whereas Lee et al. (arXiv 2506.06278) average per-batch
+means.
+
 Arithmetic prompts start with ``<bos>``, as in training where ``<bos>`` separates documents. The
 model decodes greedily; the first whitespace- or ``<bos>``-separated piece of the output is parsed as
 a number and scored correct within 1e-6, so "4" matches 4.0. Retain accuracy is the mean over
@@ -107,3 +113,35 @@ def text_ce(model, data: PackedData, batch_size: int) -> float:
     if count == 0:
         raise ValueError("text_ce got no counted target tokens; check the validation data and its loss mask")
     return total / count
+
+
+def document_batch(tokenizer, texts: list[str], seq_len: int) -> PackedData:
+    """One right-padded row per document: ``<bos>`` + its tokens, cut to ``seq_len``.
+
+    ``loss_mask`` marks the non-padding tokens, so ``text_ce`` counts every real target token once.
+    Right padding needs no attention mask: causal attention never lets a real token see the padding.
+    """
+    if not texts:
+        raise ValueError("document_batch got no documents; check the validation split of the data stage")
+    rows = [([BOS_ID] + ids)[:seq_len] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        loss_mask[i, : len(row)] = True
+    return PackedData(input_ids, loss_mask)
+
+
+class LanguageEvaluator:
+    """Callable returning English CE (retain) and Korean CE (forget) on validation documents."""
+
+    def __init__(self, tokenizer, english: list[str], korean: list[str], seq_len: int, batch_size: int):
+        self.english = document_batch(tokenizer, english, seq_len)
+        self.korean = document_batch(tokenizer, korean, seq_len)
+        self.batch_size = batch_size
+
+    def __call__(self, model) -> dict[str, float]:
+        english_ce = text_ce(model, self.english, self.batch_size)
+        korean_ce = text_ce(model, self.korean, self.batch_size)
+        return {"retain": english_ce, "forget": korean_ce, "english_ce": english_ce, "korean_ce": korean_ce}

@@ -363,7 +363,7 @@ def reference_gap_note(oracle_value: float | None, unlearned_value: float | None
         return "Relative robustness is undefined: the oracle or unlearned attack result is missing."
     if abs(oracle - unlearned) < MIN_REFERENCE_GAP:
         return (f"Relative robustness is undefined: the oracle and the unlearned model have the same "
-                f"forget accuracy after the attack ({oracle:.3f}).")
+                f"forget metric after the attack ({oracle:.3f}).")
     return ""
 
 
@@ -500,8 +500,10 @@ def add_equation_forget(histories: pd.DataFrame) -> pd.DataFrame:
 
 def plot_relearning_curves(worst: pd.DataFrame, diverged: pd.DataFrame | None = None,
                            robustness_step: int | None = None, metric: str = "forget",
-                           title: str = "Relearning attack (worst case over LRs)") -> Figure:
-    """Plot worst-case forget accuracy against attack step, one line per model.
+                           title: str = "Relearning attack (worst case over LRs)",
+                           ylabel: str = "forget accuracy",
+                           limits: tuple[float, float] | None = ACCURACY_LIMITS) -> Figure:
+    """Plot the worst-case forget metric against attack step, one line per model.
 
     Args:
         worst: worst case over LRs from ``undo_lib.relearn.worst_case``.
@@ -509,6 +511,8 @@ def plot_relearning_curves(worst: pd.DataFrame, diverged: pd.DataFrame | None = 
         robustness_step: if given, a dotted vertical line marks this attack step.
         metric: the column of ``worst`` to plot (``forget`` or ``forget_equations``).
         title: the axes title.
+        ylabel: name of the plotted metric (e.g. "Korean CE (nats)").
+        limits: y-axis range, or None to fit the data (cross-entropies).
     """
     fig = Figure(figsize=(8, 4.8), layout="constrained")
     ax = fig.add_subplot()
@@ -518,8 +522,7 @@ def plot_relearning_curves(worst: pd.DataFrame, diverged: pd.DataFrame | None = 
     if robustness_step is not None:
         ax.axvline(robustness_step, color="0.6", linestyle=":", linewidth=1,
                    label=f"robustness read-out (step {robustness_step})")
-    ylabel = "forget accuracy" if metric == "forget" else "mul/div equation accuracy"
-    ax.set(xlabel="attack step", ylabel=f"{ylabel} (worst case over LRs)", ylim=ACCURACY_LIMITS, title=title)
+    ax.set(xlabel="attack step", ylabel=f"{ylabel} (worst case over LRs)", ylim=limits, title=title)
     ax.grid(alpha=0.3)
     _add_legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     _add_note(ax, diverged_note(diverged))
@@ -570,19 +573,22 @@ def _set_relative_limits(ax: Axes, relative: pd.Series) -> None:
 
 
 def plot_robustness_vs_compute(summary_rows, oracle_value: float | None, unlearned_value: float | None,
-                               robustness_step: int | None = None) -> Figure:
-    """Plot post-attack forget accuracy and relative robustness against compute.
+                               robustness_step: int | None = None, forget_label: str = "forget accuracy",
+                               limits: tuple[float, float] | None = ACCURACY_LIMITS) -> Figure:
+    """Plot the post-attack forget metric and relative robustness against compute.
 
-    The left panel shows worst-case forget accuracy after the attack for Unlearn-and-Distill and
+    The left panel shows the worst-case forget metric after the attack for Unlearn-and-Distill and
     each UNDO alpha, with horizontal lines for the oracle and the unlearned model. The right panel
     shows relative robustness, (P - P_unlearned) / (P_oracle - P_unlearned), with the oracle at 1
     and the unlearned model at 0. Models without an attack result or a cost are listed in a note.
 
     Args:
         summary_rows: ``summary_table`` output (a DataFrame or a list of its records).
-        oracle_value: worst-case oracle forget accuracy at the robustness step.
+        oracle_value: worst-case oracle forget metric at the robustness step.
         unlearned_value: the same for the unlearned model.
         robustness_step: attack step of the values, used in the axis label.
+        forget_label: name of the forget metric on the left panel.
+        limits: y-axis range of the left panel, or None to fit the data.
     """
     summary = pd.DataFrame(summary_rows)
     points, skipped = _plottable_points(summary)
@@ -594,7 +600,7 @@ def plot_robustness_vs_compute(summary_rows, oracle_value: float | None, unlearn
     _draw_points(ax_forget, points, "forget_at_step")
     _draw_reference(ax_forget, "oracle", oracle, model_label("oracle"))
     _draw_reference(ax_forget, "unlearned", unlearned, model_label("unlearned"))
-    ax_forget.set(ylabel=f"forget accuracy {after} (worst case)", ylim=ACCURACY_LIMITS,
+    ax_forget.set(ylabel=f"{forget_label} {after} (worst case)", ylim=limits,
                   title="Robustness vs compute")
 
     relative = points.assign(relative=relative_robustness(points["forget_at_step"], oracle, unlearned))
@@ -635,14 +641,17 @@ def _draw_lr_panel(ax: Axes, runs: pd.DataFrame, colors: Mapping[float, tuple]) 
     return diverged
 
 
-def plot_relearning_by_lr(histories: pd.DataFrame, max_columns: int = 3) -> Figure:
-    """Plot forget accuracy against attack step, one panel per model and one line per LR.
+def plot_relearning_by_lr(histories: pd.DataFrame, max_columns: int = 3, forget_label: str = "forget accuracy",
+                          limits: tuple[float, float] | None = ACCURACY_LIMITS) -> Figure:
+    """Plot the forget metric against attack step, one panel per model and one line per LR.
 
     A panel's title lists the LRs whose attack diverged, with the step of divergence.
 
     Args:
         histories: ``load_relearn_histories`` output.
         max_columns: panels per row.
+        forget_label: name of the forget metric on the y axis.
+        limits: y-axis range, or None to fit the data.
     """
     models = sort_models(histories["model"])
     colors = _lr_colors(list(histories["lr"].unique()))
@@ -654,12 +663,12 @@ def plot_relearning_by_lr(histories: pd.DataFrame, max_columns: int = 3) -> Figu
     for ax, name in zip(axes, models):
         diverged = _draw_lr_panel(ax, histories[histories["model"] == name], colors)
         title = model_label(name) + ("\ndiverged: " + ", ".join(diverged) if diverged else "")
-        ax.set(title=title, ylim=ACCURACY_LIMITS)
+        ax.set(title=title, ylim=limits)
         ax.grid(alpha=0.3)
     for ax in axes[len(models):]:
         fig.delaxes(ax)
     fig.supxlabel("attack step")
-    fig.supylabel("forget accuracy")
+    fig.supylabel(forget_label)
 
     handles = [Line2D([], [], color=color, marker=".", label=_lr_text(lr)) for lr, color in colors.items()]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="attack LR")

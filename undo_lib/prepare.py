@@ -2,7 +2,7 @@
 
 The full mixture draws English text with probability ``english_fraction`` and otherwise an
 arithmetic problem of any of the four ops. The oracle mixture drops mul/div and fills with English
-so that add/sub keeps the same share of the text, as in the paper, and both models see about the
+so that add/sub keeps the same share of the text, as in Lee et al. (arXiv 2506.06278), and both models see about the
 same amount of retain arithmetic. Unlearning uses mul/div (forget) and add/sub (retain) problems; the
 relearning attack uses fresh mul/div problems from the training templates. Evaluation prompts use
 the held-out word-problem templates, and this stage checks that none of their text occurs in any

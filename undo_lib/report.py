@@ -1,6 +1,6 @@
 """Markdown tables of a finished run, for the README: results per model and time per stage.
 
-Usage: ``python -m undo_lib.report outputs/arithmetic`` prints both tables. Results come from the
+Usage: ``python -m undo_lib.report outputs/arithmetic`` (or ``outputs/language``) prints both tables. Results come from the
 figures stage's ``summary.json``; times from the Papermill metadata of the executed notebooks.
 """
 
@@ -37,10 +37,12 @@ def _cell(value) -> str:
 def results_table(summary_path: str | Path) -> str:
     """Format the per-model results of ``summary.json`` as a Markdown table."""
     summary = json.loads(Path(summary_path).read_text())
-    header = list(RESULT_COLUMNS.values())
+    # A column no row has (the equation-only score outside the arithmetic setting) is left out.
+    keys = [key for key in RESULT_COLUMNS if any(key in row for row in summary["models"])]
+    header = [RESULT_COLUMNS[key] for key in keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary["models"]:
-        lines.append("| " + " | ".join(_cell(row.get(key)) for key in RESULT_COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row.get(key)) for key in keys) + " |")
     lines.append(f"\nAttack results are read at step {summary['robustness_step']} (worst case over LRs).")
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""Unlearning methods, each a small loss on the shared training loop, registered by the paper's name.
+"""Unlearning methods, each a small loss on the shared training loop, registered under the name
+Lee et al. (arXiv 2506.06278) use for it.
 
 A method is a function ``loss(model, batch, params) -> (loss, logs)`` where ``batch`` holds a
 ``forget`` and a ``retain`` batch (see ``undo_lib.data.paired_batches``) and ``params`` is the
