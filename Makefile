@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install repro test test-fast figures clean-smoke
+.PHONY: install repro test test-fast benchmark figures clean-smoke
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: $(STAMP)  ## every test, the end-to-end notebook and dvc repro smoke runs 
 
 test-fast: $(STAMP)  ## unit tests only (skips tests marked slow)
 	python -m pytest -m "not slow"
+
+benchmark: $(STAMP)  ## seconds per training step (loop vs bare loop vs distillation), written to docs/benchmarks.md
+	python -m benchmarks.train_step --setting arithmetic language --out docs/benchmarks.md
 
 clean-smoke:  ## remove the notebooks' default smoke outputs
 	rm -rf outputs-smoke

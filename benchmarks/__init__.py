@@ -1,0 +1,1 @@
+"""Timing benchmarks of the project's code; run each module with ``python -m benchmarks.<name>``."""
