@@ -562,3 +562,14 @@ def test_equation_forget_is_mean(tmp_path):
     out = plots.add_equation_forget(frame)
     assert out["forget_equations"].iloc[0] == 0.375
     assert math.isnan(out["forget_equations"].iloc[1]), "a missing score must not be averaged away"
+
+
+def test_relearning_by_lr_autoscale_covers_all_panels(histories):
+    """With no fixed limits (cross-entropies), every panel's data lies inside the shared y range."""
+    shifted = histories.assign(forget=histories["forget"] * 10 + 3)  # CE-like values far from [0, 1]
+    fig = plots.plot_relearning_by_lr(shifted, forget_label="Korean CE (nats)", limits=None)
+    low, high = fig.axes[0].get_ylim()
+
+    values = shifted.dropna(subset=["forget"])["forget"]
+    assert low <= values.min()
+    assert high >= values.max()

@@ -484,6 +484,16 @@ def _add_note(ax: Axes, text: str) -> None:
                     textcoords="offset points", va="top", ha="left", fontsize=8, color="0.25")
 
 
+def _set_limits(ax: Axes, limits: tuple[float, float] | None) -> None:
+    """Fix the y range to ``limits``, or leave autoscaling on when it is None.
+
+    ``set_ylim(None)`` would freeze the current range, which on axes shared across panels is the
+    range of the panels drawn so far.
+    """
+    if limits is not None:
+        ax.set_ylim(*limits)
+
+
 def _add_legend(ax: Axes, **kwargs) -> None:
     """Add a legend unless the axes have no labelled artists (all attacks diverged, no points)."""
     handles, _ = ax.get_legend_handles_labels()
@@ -522,7 +532,8 @@ def plot_relearning_curves(worst: pd.DataFrame, diverged: pd.DataFrame | None = 
     if robustness_step is not None:
         ax.axvline(robustness_step, color="0.6", linestyle=":", linewidth=1,
                    label=f"robustness read-out (step {robustness_step})")
-    ax.set(xlabel="attack step", ylabel=f"{ylabel} (worst case over LRs)", ylim=limits, title=title)
+    ax.set(xlabel="attack step", ylabel=f"{ylabel}, worst case over LRs", title=title)
+    _set_limits(ax, limits)
     ax.grid(alpha=0.3)
     _add_legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     _add_note(ax, diverged_note(diverged))
@@ -600,7 +611,8 @@ def plot_robustness_vs_compute(summary_rows, oracle_value: float | None, unlearn
     _draw_points(ax_forget, points, "forget_at_step")
     _draw_reference(ax_forget, "oracle", oracle, model_label("oracle"))
     _draw_reference(ax_forget, "unlearned", unlearned, model_label("unlearned"))
-    ax_forget.set(ylabel=f"{forget_label} {after} (worst case)", ylim=limits,
+    _set_limits(ax_forget, limits)
+    ax_forget.set(ylabel=f"{forget_label} {after} (worst case)",
                   title="Robustness vs compute")
 
     relative = points.assign(relative=relative_robustness(points["forget_at_step"], oracle, unlearned))
@@ -663,7 +675,8 @@ def plot_relearning_by_lr(histories: pd.DataFrame, max_columns: int = 3, forget_
     for ax, name in zip(axes, models):
         diverged = _draw_lr_panel(ax, histories[histories["model"] == name], colors)
         title = model_label(name) + ("\ndiverged: " + ", ".join(diverged) if diverged else "")
-        ax.set(title=title, ylim=limits)
+        ax.set(title=title)
+        _set_limits(ax, limits)
         ax.grid(alpha=0.3)
     for ax in axes[len(models):]:
         fig.delaxes(ax)
