@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import nbformat
+import yaml
 
-from undo_lib.report import durations_table, results_table, stage_durations
+from undo_lib.report import durations_table, locked_notebooks, results_table, stage_durations
 
 
 def _executed_notebook(path, seconds):
@@ -36,3 +37,23 @@ def test_durations_grouped_by_stage(tmp_path):
     table = durations_table(tmp_path)
     assert "| pretrain | 2 | 3.0 |" in table
     assert "| **total** | 3 | **3.5** |" in table
+
+
+def test_durations_only_locked_notebooks(tmp_path):
+    notebooks = tmp_path / "outputs" / "language" / "notebooks"
+    notebooks.mkdir(parents=True)
+    _executed_notebook(notebooks / "undo-0.5.ipynb", 60.0)
+    _executed_notebook(notebooks / "undo-0.3.ipynb", 600.0)  # left from an earlier run
+    lock = {"schema": "2.0", "stages": {"language-undo@0.5": {"outs": [
+        {"path": "outputs/language/notebooks/undo-0.5.ipynb", "md5": "0"},
+        {"path": "outputs/language/undo/alpha_0.5/metrics.json", "md5": "0"}]}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+
+    only = locked_notebooks(tmp_path / "dvc.lock", notebooks)
+
+    assert only == {"undo-0.5.ipynb"}
+    assert "| undo | 1 | 1.0 |" in durations_table(notebooks, only)
+
+
+def test_no_lock_reads_every_notebook(tmp_path):
+    assert locked_notebooks(tmp_path / "dvc.lock", tmp_path) is None

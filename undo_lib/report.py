@@ -1,7 +1,8 @@
 """Markdown tables of a finished run, for the README: results per model and time per stage.
 
 Usage: ``python -m undo_lib.report outputs/arithmetic`` (or ``outputs/language``) prints both tables. Results come from the
-figures stage's ``summary.json``; times from the Papermill metadata of the executed notebooks.
+figures stage's ``summary.json``; times from the Papermill metadata of the executed notebooks that
+``dvc.lock`` lists, so notebooks left from an earlier run with other alphas or LRs are not counted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import nbformat
+import yaml
 
 RESULT_COLUMNS = {
     "label": "model",
@@ -47,20 +49,40 @@ def results_table(summary_path: str | Path) -> str:
     return "\n".join(lines)
 
 
-def stage_durations(notebooks_dir: str | Path) -> list[tuple[str, float]]:
-    """Read (stage, seconds) of every executed notebook from Papermill's recorded duration."""
+def locked_notebooks(lock_path: str | Path, notebooks_dir: str | Path) -> set[str] | None:
+    """Return the names of the executed notebooks in ``notebooks_dir`` that ``dvc.lock`` lists as outputs.
+
+    Returns None when there is no lock file. A notebook left by an earlier run with other alphas or
+    LRs is in the folder but not in the lock file.
+    """
+    lock_path = Path(lock_path)
+    if not lock_path.is_file():
+        return None
+    folder = Path(notebooks_dir).resolve()
+    stages = yaml.safe_load(lock_path.read_text()).get("stages", {})
+    outs = [Path(lock_path.parent, out["path"]).resolve() for body in stages.values() for out in body.get("outs", [])]
+    return {path.name for path in outs if path.parent == folder and path.suffix == ".ipynb"}
+
+
+def stage_durations(notebooks_dir: str | Path, only: set[str] | None = None) -> list[tuple[str, float]]:
+    """Read (stage, seconds) of each executed notebook from Papermill's recorded duration.
+
+    ``only``: notebook file names to read (see ``locked_notebooks``); None reads every notebook.
+    """
     rows = []
     for path in sorted(Path(notebooks_dir).glob("*.ipynb")):
+        if only is not None and path.name not in only:
+            continue
         meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
         if meta.get("duration") is not None:
             rows.append((path.stem, float(meta["duration"])))
     return rows
 
 
-def durations_table(notebooks_dir: str | Path) -> str:
+def durations_table(notebooks_dir: str | Path, only: set[str] | None = None) -> str:
     """Format stage wall times as a Markdown table, grouped by kind of stage, with the total."""
     groups: dict[str, list[float]] = {}
-    for name, seconds in stage_durations(notebooks_dir):
+    for name, seconds in stage_durations(notebooks_dir, only):
         groups.setdefault(name.split("-")[0], []).append(seconds)
     lines = ["| stage | runs | minutes |", "|---|---|---|"]
     for kind, times in groups.items():
@@ -73,11 +95,13 @@ def durations_table(notebooks_dir: str | Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("setting_dir", help="a setting's output folder, e.g. outputs/arithmetic")
+    parser.add_argument("--lock", default="dvc.lock",
+                        help="DVC lock file; only the notebooks it lists are timed (default: dvc.lock)")
     args = parser.parse_args()
     root = Path(args.setting_dir)
     print(results_table(root / "figures" / "summary.json"))
     print()
-    print(durations_table(root / "notebooks"))
+    print(durations_table(root / "notebooks", locked_notebooks(args.lock, root / "notebooks")))
 
 
 if __name__ == "__main__":
