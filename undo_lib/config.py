@@ -36,7 +36,8 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class SharedParams:
-    seed: int = 0  # base seed; every stage derives its RNG seeds from it
+    seed: int = 0  # seed of the data stage and of the evaluation sets
+    seeds: tuple[int, ...] = (0,)  # training seeds: every stage after the data stage runs once per seed
     settings: tuple[str, ...] = ("arithmetic",)  # settings the pipeline runs
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when available
     torch_threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
@@ -174,22 +175,83 @@ class TrainParams:
     loss_positions: Literal["all", "answers"] = "all"  # answers: arithmetic answer tokens only
     eval_every: int = 0  # evaluate every N steps (0: only at the start and the end)
     checkpoint_every: int = 0  # save a resumable checkpoint every N steps and at the end (0: off)
+    sam_rho: float = 0.0  # SAM radius: > 0 takes each step at the gradient of the worst point within rho
+
+
+METHOD_NAMES = ("GradDiff", "MaxEnt", "RMU")  # unlearning losses (undo_lib.methods)
+RUN_NAMES = (*METHOD_NAMES, "SAM", "RepNoise")  # unlearning sweeps: the methods and the two robust baselines
+
+
+@dataclass(frozen=True)
+class GradDiffParams:
+    retain_weight: float = 1.0  # the paper's alpha in -CE(forget) + alpha * CE(retain)
+    lrs: tuple[float, ...] = (1e-3,)  # LR sweep, one unlearning run each
 
 
 @dataclass(frozen=True)
 class MaxEntParams:
     retain_weight: float = 1.0  # weight of the retain CE next to KL(uniform || p) on forget data
+    repnoise_alpha: float = 0.0  # RepNoise: weight of -log(1 + logit-lens CE on forget data)
+    repnoise_beta: float = 0.0  # RepNoise: weight of the MMD between forget MLP outputs and Gaussian noise
+    lrs: tuple[float, ...] = (1e-3,)
+
+
+@dataclass(frozen=True)
+class RMUParams:
+    layers: tuple[int, ...] = (1, 2)  # layers whose mlp.down_proj trains; every other weight is frozen
+    hidden_layer: int = 3  # index into hidden_states (0: embeddings, i: output of layer i - 1) that is steered
+    steering_coefficient: float = 6.0  # c in MSE(h_forget, c * u)
+    control_vector: Literal["gaussian", "uniform"] = "gaussian"  # u: normalised randn (paper) or rand (original RMU)
+    retain_weight: float = 0.0  # weight of MSE(h_retain, frozen model's h_retain); paper: 0 here, > 0 on WMDP
+    lrs: tuple[float, ...] = (1e-3,)
+
+
+@dataclass(frozen=True)
+class SAMParams:
+    """The SAM baseline: a method's loss, trained with sharpness-aware minimisation."""
+
+    method: Literal["GradDiff", "MaxEnt", "RMU"] = "MaxEnt"  # whose loss and params SAM wraps
+    rho: float = 0.05  # SAM radius
+    lrs: tuple[float, ...] = (1e-3,)
+
+
+@dataclass(frozen=True)
+class RepNoiseParams:
+    """The RepNoise baseline: MaxEnt (with MaxEnt's retain_weight) plus the RepNoise loss."""
+
+    alpha: float = 1.0  # weight of -log(1 + logit-lens CE on forget data)
+    beta: float = 0.001  # weight of the noise MMD
+    lrs: tuple[float, ...] = (1e-3,)
+
+
+@dataclass(frozen=True)
+class TeacherRuleParams:
+    """How one run of each method's LR sweep is picked as the teacher that later stages distill."""
+
+    # most_forgetting: among runs that keep min_retain_fraction of the full model's retain
+    # performance (above chance), the one whose forget performance is lowest; fixed_lr: lrs[method]
+    rule: Literal["most_forgetting", "fixed_lr"] = "most_forgetting"
+    min_retain_fraction: float = 0.8
+    lrs: dict[str, float] = field(default_factory=dict)  # fixed_lr only: method name -> a LR of its sweep
 
 
 @dataclass(frozen=True)
 class UnlearnParams:
-    method: Literal["MaxEnt"] = "MaxEnt"  # the method whose model becomes the teacher
+    GradDiff: GradDiffParams = field(default_factory=GradDiffParams)
     MaxEnt: MaxEntParams = field(default_factory=MaxEntParams)
-    train: TrainParams = field(default_factory=TrainParams)
+    RMU: RMUParams = field(default_factory=RMUParams)
+    SAM: SAMParams = field(default_factory=SAMParams)
+    RepNoise: RepNoiseParams = field(default_factory=RepNoiseParams)
+    teacher_rule: TeacherRuleParams = field(default_factory=TeacherRuleParams)
+    # A run whose retain performance keeps less than this fraction of the full model's (measured
+    # above chance) is marked collapsed: failed, never a teacher
+    collapse_fraction: float = 0.25
+    train: TrainParams = field(default_factory=TrainParams)  # shared by every run; LRs come from the sweeps
 
 
 @dataclass(frozen=True)
 class DistillParams:
+    teacher: Literal["GradDiff", "MaxEnt", "RMU"] = "MaxEnt"  # selected teacher that UNDO distills (paper: MaxEnt)
     alphas: tuple[float, ...] = (0.3, 0.6, 0.9)  # UNDO mixing weights, one stage each
     beta: float = 0.1  # scale of the Xavier noise inside the alpha term
     # Arithmetic: stop once student retain accuracy >= teacher's - margin (absolute).
@@ -232,6 +294,7 @@ class EvaluateSections(_SettingSections):
 @dataclass(frozen=True)
 class FiguresParams:
     robustness_step: int = 50  # attack step at which robustness vs compute is read
+    attack_budgets: tuple[int, ...] = (0, 10, 50)  # attack steps of the Pareto panels (paper: 0, 40, 500)
 
 
 @dataclass(frozen=True)
@@ -344,6 +407,7 @@ def _check_train(t: TrainParams, path: str, needs_lr: bool) -> None:
            "a finite number >= 0 (0 disables clipping)")
     _check(t.eval_every >= 0, f"{path}.eval_every", t.eval_every, ">= 0 (0: start and end only)")
     _check(t.checkpoint_every >= 0, f"{path}.checkpoint_every", t.checkpoint_every, ">= 0 (0 disables checkpoints)")
+    _check(0 <= t.sam_rho < math.inf, f"{path}.sam_rho", t.sam_rho, "a finite number >= 0 (0 disables SAM)")
     if needs_lr:
         _check(t.lr is not None and 0 < t.lr < math.inf, f"{path}.lr", t.lr, "a positive finite number")
         if t.min_lr is not None:
@@ -429,6 +493,7 @@ def _validate_distill(d: DistillParams, path: str) -> None:
     _check_unit(d.alphas, f"{path}.alphas")
     _check(len(set(d.alphas)) == len(d.alphas), f"{path}.alphas", list(d.alphas), "a list without duplicates")
     _check(0.0 <= d.beta <= 1.0, f"{path}.beta", d.beta, "in [0, 1]")
+    _check(len(d.alphas) > 0, f"{path}.alphas", list(d.alphas), "a non-empty list")
     _check(0 <= d.stop_margin < 1, f"{path}.stop_margin", d.stop_margin,
            "in [0, 1): the student stops once its retain metric is within this margin of the teacher's")
     _check(d.stop_consecutive >= 1, f"{path}.stop_consecutive", d.stop_consecutive, ">= 1")
@@ -436,33 +501,96 @@ def _validate_distill(d: DistillParams, path: str) -> None:
            "a positive integer: the stop rule is checked every eval_every steps")
 
 
+def _check_lrs(lrs: tuple[float, ...], path: str) -> None:
+    _check(len(lrs) > 0, path, list(lrs), "a non-empty list of learning rates")
+    _check(all(0 < lr < math.inf for lr in lrs), path, list(lrs), "a list of positive finite numbers")
+    _check(len(set(lrs)) == len(lrs), path, list(lrs), "a list without duplicates")
+
+
+def _validate_rmu(r: RMUParams, m: ModelParams, path: str) -> None:
+    layers = m.num_hidden_layers
+    _check(len(r.layers) > 0, f"{path}.layers", list(r.layers), "a non-empty list of layer indices")
+    for i, layer in enumerate(r.layers):
+        _check(0 <= layer < layers, f"{path}.layers[{i}]", layer, f"a layer index in [0, {layers - 1}]")
+    _check(1 <= r.hidden_layer <= layers, f"{path}.hidden_layer", r.hidden_layer,
+           f"an index into hidden_states in [1, {layers}] (model.num_hidden_layers={layers})")
+    _check(min(r.layers) < r.hidden_layer, f"{path}.layers", list(r.layers),
+           f"a list with a layer below hidden_layer={r.hidden_layer}, or the steered state cannot change")
+    _check(0 < r.steering_coefficient < math.inf, f"{path}.steering_coefficient", r.steering_coefficient,
+           "a positive finite number")
+    _check(r.retain_weight >= 0, f"{path}.retain_weight", r.retain_weight, ">= 0")
+
+
+def _validate_teacher_rule(u: UnlearnParams, path: str) -> None:
+    t = u.teacher_rule
+    _check(0 <= t.min_retain_fraction <= 1, f"{path}.min_retain_fraction", t.min_retain_fraction, "in [0, 1]")
+    if t.rule != "fixed_lr":
+        return
+    for method in METHOD_NAMES:
+        sweep = getattr(u, method).lrs
+        _check(method in t.lrs, f"{path}.lrs", t.lrs, f"a mapping with an LR for {method} when rule is fixed_lr")
+        _check(t.lrs[method] in sweep, f"{path}.lrs.{method}", t.lrs[method],
+               f"one of the LRs of its sweep, {list(sweep)}")
+    for name in t.lrs:
+        _check(name in METHOD_NAMES, f"{path}.lrs", name, f"one of {list(METHOD_NAMES)}")
+
+
+def _validate_unlearn(u: UnlearnParams, m: ModelParams, path: str) -> None:
+    _check_train(u.train, f"{path}.train", needs_lr=False)
+    for run in RUN_NAMES:
+        _check_lrs(getattr(u, run).lrs, f"{path}.{run}.lrs")
+    for name in ("GradDiff", "MaxEnt"):
+        weight = getattr(u, name).retain_weight
+        _check(weight >= 0, f"{path}.{name}.retain_weight", weight, ">= 0")
+    _check(u.MaxEnt.repnoise_alpha >= 0, f"{path}.MaxEnt.repnoise_alpha", u.MaxEnt.repnoise_alpha, ">= 0")
+    _check(u.MaxEnt.repnoise_beta >= 0, f"{path}.MaxEnt.repnoise_beta", u.MaxEnt.repnoise_beta, ">= 0")
+    _validate_rmu(u.RMU, m, f"{path}.RMU")
+    _check(0 < u.SAM.rho < math.inf, f"{path}.SAM.rho", u.SAM.rho, "a positive finite number")
+    _check(u.train.sam_rho == 0, f"{path}.train.sam_rho", u.train.sam_rho,
+           f"0 here: SAM is its own sweep, configured under {path}.SAM")
+    _check(u.RepNoise.alpha >= 0, f"{path}.RepNoise.alpha", u.RepNoise.alpha, ">= 0")
+    _check(u.RepNoise.beta >= 0, f"{path}.RepNoise.beta", u.RepNoise.beta, ">= 0")
+    _check(u.RepNoise.alpha + u.RepNoise.beta > 0, f"{path}.RepNoise", to_dict(u.RepNoise),
+           "a section with alpha > 0 or beta > 0, or RepNoise adds nothing to MaxEnt")
+    _check(0 <= u.collapse_fraction < 1, f"{path}.collapse_fraction", u.collapse_fraction, "in [0, 1)")
+    _validate_teacher_rule(u, f"{path}.teacher_rule")
+
+
 def _validate_relearn(r: RelearnParams, path: str) -> None:
     _check_train(r.train, f"{path}.train", needs_lr=False)
-    _check(len(r.lrs) > 0, f"{path}.lrs", list(r.lrs), "a non-empty list of learning rates")
-    _check(all(0 < lr < math.inf for lr in r.lrs), f"{path}.lrs", list(r.lrs), "a list of positive finite numbers")
-    _check(len(set(r.lrs)) == len(r.lrs), f"{path}.lrs", list(r.lrs), "a list without duplicates")
+    _check_lrs(r.lrs, f"{path}.lrs")
     _check(r.train.eval_every > 0, f"{path}.train.eval_every", r.train.eval_every, "a positive integer")
+
+
+def _validate_figures(f: FiguresParams, attack: TrainParams, s: str) -> None:
+    evaluated = f"an evaluated attack step: a multiple of relearn.{s}.train.eval_every={attack.eval_every} " \
+                f"in [0, relearn.{s}.train.steps={attack.steps}]"
+    for path, step in [(f"figures.{s}.robustness_step", f.robustness_step),
+                       *((f"figures.{s}.attack_budgets[{i}]", b) for i, b in enumerate(f.attack_budgets))]:
+        _check(0 <= step <= attack.steps and (step % attack.eval_every == 0 or step == attack.steps),
+               path, step, evaluated)
+    _check(len(f.attack_budgets) > 0, f"figures.{s}.attack_budgets", list(f.attack_budgets), "a non-empty list")
 
 
 def _validate_setting(p: Params, s: str) -> None:
     _validate_data(p, s)
     _check_model(p.model[s], f"model.{s}")
     _check_train(p.pretrain[s], f"pretrain.{s}", needs_lr=True)
-    _check_train(p.unlearn[s].train, f"unlearn.{s}.train", needs_lr=True)
-    _check(p.unlearn[s].MaxEnt.retain_weight >= 0, f"unlearn.{s}.MaxEnt.retain_weight",
-           p.unlearn[s].MaxEnt.retain_weight, ">= 0")
+    _validate_unlearn(p.unlearn[s], p.model[s], f"unlearn.{s}")
     _validate_distill(p.distill[s], f"distill.{s}")
     _validate_relearn(p.relearn[s], f"relearn.{s}")
     _validate_evaluate(p, s)
-    _check(p.figures[s].robustness_step >= 0, f"figures.{s}.robustness_step", p.figures[s].robustness_step, ">= 0")
-    _check(p.figures[s].robustness_step <= p.relearn[s].train.steps, f"figures.{s}.robustness_step",
-           p.figures[s].robustness_step, f"<= relearn.{s}.train.steps={p.relearn[s].train.steps}")
+    _validate_figures(p.figures[s], p.relearn[s].train, s)
 
 
 def validate(p: Params) -> Params:
     """Check cross-field rules and value ranges; return ``p`` unchanged or raise ParamsError."""
     _check(len(p.shared.settings) > 0, "shared.settings", list(p.shared.settings), f"a non-empty subset of {list(SETTINGS)}")
     _check(p.shared.torch_threads >= 0, "shared.torch_threads", p.shared.torch_threads, ">= 0")
+    _check(len(p.shared.seeds) > 0, "shared.seeds", list(p.shared.seeds), "a non-empty list of integers")
+    _check(len(set(p.shared.seeds)) == len(p.shared.seeds), "shared.seeds", list(p.shared.seeds),
+           "a list without duplicates")
+    _check(all(seed >= 0 for seed in p.shared.seeds), "shared.seeds", list(p.shared.seeds), "a list of integers >= 0")
     for s in p.shared.settings:
         _check(s in SETTINGS, "shared.settings", s, f"one of {list(SETTINGS)}")
         for section in ("data", "tokenizer", "model", "pretrain", "unlearn", "distill", "relearn",
