@@ -34,7 +34,7 @@ MALFORMED_CASES = [
     ("unknown-model", "model.arithmetic.n_layers", 2, "model.arithmetic.n_layers", "unknown key"),
     ("unknown-pretrain", "pretrain.arithmetic.learning_rate", 0.1,
      "pretrain.arithmetic.learning_rate", "unknown key"),
-    ("unknown-unlearn", "unlearn.arithmetic.GradDiff", {}, "unlearn.arithmetic.GradDiff", "unknown key"),
+    ("unknown-unlearn", "unlearn.arithmetic.GradDif", {}, "unlearn.arithmetic.GradDif", "Did you mean 'GradDiff'"),
     ("unknown-unlearn-train", "unlearn.arithmetic.train.epochs", 3,
      "unlearn.arithmetic.train.epochs", "unknown key"),
     ("unknown-maxent", "unlearn.arithmetic.MaxEnt.forget_weight", 1.0,
@@ -68,7 +68,8 @@ MALFORMED_CASES = [
     ("lr-grid-duplicate", "relearn.arithmetic.lrs", [0.001, 0.001], "relearn.arithmetic.lrs", "[0.001, 0.001]"),
     ("lr-negative", "pretrain.arithmetic.lr", -0.001, "pretrain.arithmetic.lr", "-0.001"),
     ("lr-zero", "distill.arithmetic.train.lr", 0.0, "distill.arithmetic.train.lr", "0.0"),
-    ("lr-missing", "unlearn.arithmetic.train.lr", DELETE, "unlearn.arithmetic.train.lr", "None"),
+    ("lr-missing", "pretrain.arithmetic.lr", DELETE, "pretrain.arithmetic.lr", "None"),
+    ("unlearn-lr-present", "unlearn.arithmetic.train.lr", 0.001, "unlearn.arithmetic.train.lr", "0.001"),
     ("relearn-lr-present", "relearn.arithmetic.train.lr", 0.001, "relearn.arithmetic.train.lr", "0.001"),
     ("min-lr-above-lr", "distill.arithmetic.train.min_lr", 1.0, "distill.arithmetic.train.min_lr", "1.0"),
     # Training loop knobs
@@ -91,7 +92,7 @@ MALFORMED_CASES = [
     ("word-fraction-above-1", "data.arithmetic.word_problem_fraction", 1.5,
      "data.arithmetic.word_problem_fraction", "1.5"),
     # Choices and cross-section rules
-    ("method-unknown", "unlearn.arithmetic.method", "GradDiff", "unlearn.arithmetic.method", "'GradDiff'"),
+    ("method-unknown", "unlearn.arithmetic.SAM.method", "Adam", "unlearn.arithmetic.SAM.method", "'Adam'"),
     ("setting-unknown", "shared.settings", ["arithmetic", "chess"], "shared.settings", "'chess'"),
     ("settings-empty", "shared.settings", [], "shared.settings", "[]"),
     ("device-unknown", "shared.device", "tpu", "shared.device", "'tpu'"),
@@ -102,7 +103,29 @@ MALFORMED_CASES = [
     ("no-forget-data", "data.arithmetic.unlearn_documents", 0, "data.arithmetic.unlearn_documents", "0"),
     ("no-relearn-data", "data.arithmetic.relearn_documents", 0, "data.arithmetic.relearn_documents", "0"),
     ("no-eval-prompts", "data.arithmetic.eval_prompts", 0, "data.arithmetic.eval_prompts", "0"),
-    ("method-wrong-case", "unlearn.arithmetic.method", "maxent", "unlearn.arithmetic.method", "'maxent'"),
+    ("method-wrong-case", "distill.arithmetic.teacher", "maxent", "distill.arithmetic.teacher", "'maxent'"),
+    # Unlearning sweeps, teacher rule and seeds
+    ("sweep-empty", "unlearn.arithmetic.GradDiff.lrs", [], "unlearn.arithmetic.GradDiff.lrs", "[]"),
+    ("sweep-duplicate", "unlearn.arithmetic.RMU.lrs", [0.001, 0.001], "unlearn.arithmetic.RMU.lrs", "[0.001, 0.001]"),
+    ("rmu-layer-out-of-range", "unlearn.arithmetic.RMU.layers", [0, 7], "unlearn.arithmetic.RMU.layers[1]", "7"),
+    ("rmu-hidden-layer-too-deep", "unlearn.arithmetic.RMU.hidden_layer", 9, "unlearn.arithmetic.RMU.hidden_layer", "9"),
+    ("rmu-layers-above-hidden", "unlearn.arithmetic.RMU.layers", [1], "unlearn.arithmetic.RMU.layers", "[1]"),
+    ("rmu-control-unknown", "unlearn.arithmetic.RMU.control_vector", "sphere",
+     "unlearn.arithmetic.RMU.control_vector", "'sphere'"),
+    ("sam-rho-zero", "unlearn.arithmetic.SAM.rho", 0.0, "unlearn.arithmetic.SAM.rho", "0.0"),
+    ("sam-in-train", "unlearn.arithmetic.train.sam_rho", 0.05, "unlearn.arithmetic.train.sam_rho", "0.05"),
+    ("repnoise-off", "unlearn.arithmetic.RepNoise", {"alpha": 0.0, "beta": 0.0, "lrs": [0.001]},
+     "unlearn.arithmetic.RepNoise", "alpha"),
+    ("collapse-fraction-one", "unlearn.arithmetic.collapse_fraction", 1.0, "unlearn.arithmetic.collapse_fraction", "1.0"),
+    ("fixed-lr-missing-method", "unlearn.arithmetic.teacher_rule", {"rule": "fixed_lr", "lrs": {"MaxEnt": 0.001}},
+     "unlearn.arithmetic.teacher_rule.lrs", "GradDiff"),
+    ("fixed-lr-not-in-sweep", "unlearn.arithmetic.teacher_rule",
+     {"rule": "fixed_lr", "lrs": {"GradDiff": 0.001, "MaxEnt": 0.5, "RMU": 0.001}},
+     "unlearn.arithmetic.teacher_rule.lrs.MaxEnt", "0.5"),
+    ("seeds-empty", "shared.seeds", [], "shared.seeds", "[]"),
+    ("seeds-duplicate", "shared.seeds", [1, 1], "shared.seeds", "[1, 1]"),
+    ("budget-beyond-attack", "figures.arithmetic.attack_budgets", [0, 9], "figures.arithmetic.attack_budgets[1]", "9"),
+    ("budget-not-evaluated", "figures.arithmetic.attack_budgets", [0, 3], "figures.arithmetic.attack_budgets[1]", "3"),
     # Checkpoints
     ("checkpoint-every-negative", "pretrain.arithmetic.checkpoint_every", -1,
      "pretrain.arithmetic.checkpoint_every", "-1"),
@@ -234,12 +257,12 @@ def test_int_for_float_converted(smoke_params_dict):
 
 def test_defaults_fill_omitted_keys(smoke_params_dict):
     smoke_params_dict["pretrain"]["arithmetic"].pop("grad_accum", None)
-    smoke_params_dict["unlearn"]["arithmetic"]["train"].pop("min_lr", None)
+    smoke_params_dict["unlearn"]["arithmetic"]["RMU"].pop("control_vector", None)
 
     params = params_from_dict(smoke_params_dict)
 
     assert params.pretrain["arithmetic"].grad_accum == 1
-    assert params.unlearn["arithmetic"].train.min_lr is None
+    assert params.unlearn["arithmetic"].RMU.control_vector == "gaussian"
 
 
 def test_to_dict_round_trip(smoke_params_dict):

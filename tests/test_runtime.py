@@ -12,9 +12,20 @@ from undo_lib import resources, runtime
 from undo_lib.checkpoint import STATE_FILE
 from undo_lib.config import params_from_dict
 from undo_lib.io import read_json
+from undo_lib.runtime import producing_stage
 from undo_lib.resources import InsufficientMemoryError
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _resolve(value, params: dict):
+    """A matrix axis: a literal list, or a ${dotted.key} reference into params.yaml."""
+    if not isinstance(value, str):
+        return value
+    node = params
+    for key in value.strip("${}").split("."):
+        node = node[key]
+    return node
 
 
 def _dvc_stage_names() -> set[str]:
@@ -23,16 +34,13 @@ def _dvc_stage_names() -> set[str]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     names = set()
     for name, body in stages.items():
-        items = body.get("foreach")
-        if isinstance(items, str):  # ${distill.arithmetic.alphas}
-            node = params
-            for key in items.strip("${}").split("."):
-                node = node[key]
-            items = node
-        if items is None:
+        if "matrix" not in body:
             names.add(name)
-        else:
-            names |= {f"{name}@{item}" for item in items}
+            continue
+        combos = [[]]
+        for axis in body["matrix"].values():
+            combos = [combo + [str(value)] for combo in combos for value in _resolve(axis, params)]
+        names |= {f"{name}@{'-'.join(combo)}" for combo in combos}
     return names
 
 
@@ -57,11 +65,11 @@ def test_missing_model_folder_rejected(tmp_path):
     model_dir = tmp_path / "models" / "undo_0.3"
 
     with pytest.raises(FileNotFoundError) as excinfo:
-        runtime.require_inputs(runtime.model_inputs(model_dir, "arithmetic", "undo_0.3"))
+        runtime.require_inputs(runtime.model_inputs(model_dir, "arithmetic", "undo_0.3", 0))
 
     message = str(excinfo.value)
     assert str(model_dir / "model.safetensors") in message
-    assert "run `dvc repro arithmetic-undo@0.3`" in message
+    assert "run `dvc repro arithmetic-undo@0-0.3`" in message
 
 
 def test_missing_inputs_all_named(tmp_path):
@@ -79,17 +87,37 @@ def test_missing_inputs_all_named(tmp_path):
 def test_present_inputs_accepted(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
 
-    runtime.require_inputs(runtime.model_inputs(tmp_path, "arithmetic", "full"))
+    runtime.require_inputs(runtime.model_inputs(tmp_path, "arithmetic", "full", 0))
 
 
-@pytest.mark.parametrize("model_name", ["init", "full", "oracle", "unlearned", "distilled", "undo_0.3", "undo_0.9"])
+@pytest.mark.parametrize("model_name", ["init", "full", "oracle", "GradDiff_lr_0.0001", "RMU_lr_0.003",
+                                        "SAM_lr_0.001", "RepNoise_lr_0.001", "teacher_MaxEnt", "distilled_RMU",
+                                        "match_full", "match_random_init", "undo_0.3", "undo_0.9"])
 def test_producing_stage_exists_in_dvc_yaml(model_name):
-    assert runtime.producing_stage("arithmetic", model_name) in _dvc_stage_names()
+    assert producing_stage("arithmetic", model_name, 0) in _dvc_stage_names()
 
 
 def test_producing_stage_unknown_model():
     with pytest.raises(ValueError, match="'fulll'"):
-        runtime.producing_stage("arithmetic", "fulll")
+        producing_stage("arithmetic", "fulll", 0)
+
+
+def test_start_stage_rejects_unlisted_seed(tmp_path, smoke_params_dict):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(smoke_params_dict), encoding="utf-8")
+
+    with pytest.raises(ValueError, match=r"seed 7 is not in shared.seeds \[0\]"):
+        runtime.start_stage(str(path), "arithmetic", "pretrain", "full", seed=7)
+
+
+def test_stage_seed_depends_on_training_seed(tmp_path, smoke_params_dict):
+    smoke_params_dict["shared"]["seeds"] = [0, 1]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(smoke_params_dict), encoding="utf-8")
+
+    seeds = {seed: runtime.start_stage(str(path), "arithmetic", "pretrain", "full", seed=seed)[2] for seed in (0, 1)}
+
+    assert seeds[0] != seeds[1]
 
 
 # ----------------------------------------------------------------------------------------------

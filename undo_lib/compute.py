@@ -40,9 +40,24 @@ def timing_record(result) -> dict:
     ``result`` is a TrainResult, or None when the run diverged and returned none.
     """
     if result is None:
-        return {"seconds": None, "tokens_per_second": None, "resumed_from_step": None}
+        return {"seconds": None, "tokens_per_second": None, "resumed_from_step": None,
+                "peak_memory_bytes": peak_memory_bytes()}
     return {
         "seconds": round(result.seconds, 2),
         "tokens_per_second": result.tokens / result.seconds if result.seconds > 0 else None,
         "resumed_from_step": result.resumed_from_step,
+        "peak_memory_bytes": peak_memory_bytes(),
     }
+
+
+def peak_memory_bytes() -> int:
+    """Peak memory of this process so far: the CUDA allocator's peak on a GPU, else the peak resident set size."""
+    import resource
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_allocated())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes

@@ -69,13 +69,30 @@ class RelativeLossStopRule(RetainStopRule):
         return metrics["retain"] <= self.threshold
 
 
-def cost_fraction(result, unlearn_metrics: dict, oracle_metrics: dict) -> dict:
+STUDENTS = ("random_init", "full", "undo")  # Unlearn-and-Distill or oracle matching, oracle matching, UNDO
+
+
+def check_student(student: str, alpha: float, student_dir: str) -> None:
+    """Reject a misspelt student, an alpha outside [0, 1], or a student folder that does not fit."""
+    if student not in STUDENTS:
+        raise ValueError(f"student must be one of {list(STUDENTS)}, got {student!r}")
+    if student == "undo" and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} is impossible: UNDO mixes (1 - alpha) * theta + alpha * beta * noise, "
+                         "so alpha must be in [0, 1]")
+    if (student == "undo") == bool(student_dir):
+        need = "no student_dir (the student is the noised teacher)" if student == "undo" else "a student_dir"
+        raise ValueError(f"student {student!r} needs {need}, got student_dir={student_dir!r}")
+
+
+def cost_fraction(result, unlearn_metrics: dict | None, oracle_metrics: dict) -> dict:
     """(Unlearning + distillation) cost over the oracle's pretraining cost, in FLOPs and in tokens.
 
     FLOPs count the teacher's forward passes (2·N per token) on top of the student's 6·N; tokens
-    count what the trained models read. Both numerators include the unlearning stage.
+    count what the trained models read. Both numerators include the teacher's unlearning run, if
+    any (``unlearn_metrics`` None: the oracle as teacher, nothing to add).
     """
-    unlearn, oracle = unlearn_metrics["compute"], oracle_metrics["compute"]
+    unlearn = unlearn_metrics["compute"] if unlearn_metrics else {"flops": 0.0, "tokens": 0}
+    oracle = oracle_metrics["compute"]
     return {
         "flops": (unlearn["flops"] + result.flops) / oracle["flops"],
         "tokens": (unlearn["tokens"] + result.tokens) / oracle["tokens"],

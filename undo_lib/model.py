@@ -65,6 +65,19 @@ def save_model(model, tokenizer, path: str | Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def copy_model(source: str | Path, path: str | Path) -> None:
+    """Copy the model folder ``source`` (weights, config, tokenizer) to ``path`` atomically."""
+    import shutil
+
+    source = Path(source)
+    if not (source / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no model.safetensors in {source}; run the stage that writes it (dvc repro).")
+    with atomic_dir(path) as tmp:
+        for file in source.iterdir():
+            if file.is_file():
+                shutil.copy2(file, tmp / file.name)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Gemma2ForCausalLM:
     """Load a model saved by ``save_model``; refuses pickled weights and remote code.
 

@@ -20,7 +20,7 @@ import torch
 import transformers
 
 from undo_lib.checkpoint import remove_checkpoint
-from undo_lib.config import Params, TrainParams, load_params, to_dict
+from undo_lib.config import RUN_NAMES, Params, TrainParams, load_params, to_dict
 from undo_lib.io import derive_seed, file_sha256, seed_everything, setup_notebook, write_csv, write_json
 from undo_lib.model import resolve_device, save_model
 from undo_lib.prepare import MANIFEST
@@ -29,37 +29,47 @@ from undo_lib.resources import check_memory, estimate_training_memory
 logger = logging.getLogger(__name__)
 
 
-def start_stage(params_file: str, setting: str, stage: str, item: str = "") -> tuple[Params, torch.device, int]:
+def start_stage(params_file: str, setting: str, stage: str, item: str = "",
+                seed: int | None = None) -> tuple[Params, torch.device, int]:
     """Load and validate params, set up logging and threads, seed every RNG.
 
+    Args:
+        seed: the training seed of this stage, one of ``shared.seeds``; None for the data stage,
+            which uses ``shared.seed``.
+
     Returns:
-        (params, device, seed), where seed is derived from ``shared.seed``, the stage and the item.
+        (params, device, stage_seed), where stage_seed is derived from the seed, the setting, the
+        stage and the item.
     """
     params = load_params(params_file)
     if setting not in params.shared.settings:
         raise ValueError(f"setting {setting!r} is not in shared.settings {list(params.shared.settings)}")
+    if seed is not None and seed not in params.shared.seeds:
+        raise ValueError(f"seed {seed} is not in shared.seeds {list(params.shared.seeds)}; add it there "
+                         "(and run `dvc repro`) or pass one of those seeds")
     setup_notebook(params.shared.torch_threads)
-    seed = derive_seed(params.shared.seed, setting, stage, item)
-    seed_everything(seed)
+    stage_seed = derive_seed(params.shared.seed if seed is None else seed, setting, stage, item)
+    seed_everything(stage_seed)
     device = resolve_device(params.shared.device)
-    logger.info("stage %s %s (%s) on %s, seed %d", stage, item, setting, device, seed)
-    return params, device, seed
+    logger.info("stage %s %s (%s) on %s, training seed %s, stage seed %d", stage, item, setting, device, seed,
+                stage_seed)
+    return params, device, stage_seed
 
 
-def producing_stage(setting: str, model_name: str, method: str = "MaxEnt") -> str:
-    """Return the name of the DVC stage in dvc.yaml that writes the model folder ``model_name``."""
-    if model_name == "init":
-        return f"{setting}-init"
+def producing_stage(setting: str, model_name: str, seed: int) -> str:
+    """The DVC stage (named as in undo_lib/pipeline.py) that writes model ``model_name`` of training seed ``seed``."""
+    if model_name in ("init",):
+        return f"{setting}-init@{seed}"
     if model_name in ("full", "oracle"):
-        return f"{setting}-pretrain@{model_name}"
-    if model_name == "unlearned":
-        return f"{setting}-unlearn@{method}"
-    if model_name == "distilled":
-        return f"{setting}-distill"
-    if model_name.startswith("undo_"):
-        return f"{setting}-undo@{model_name.removeprefix('undo_')}"
-    raise ValueError(f"unknown model name {model_name!r}; expected init, full, oracle, unlearned, distilled "
-                     "or undo_<alpha>")
+        return f"{setting}-pretrain@{seed}-{model_name}"
+    for prefix, stage in (("teacher_", "teacher"), ("distilled_", "distill"), ("match_", "match"),
+                          ("undo_", "undo")):
+        if model_name.startswith(prefix):
+            return f"{setting}-{stage}@{seed}-{model_name.removeprefix(prefix)}"
+    run, _, lr = model_name.partition("_lr_")
+    if run in RUN_NAMES and lr:
+        return f"{setting}-unlearn-{run}@{seed}-{lr}"
+    raise ValueError(f"unknown model name {model_name!r}")
 
 
 def data_inputs(data_dir: str | Path, setting: str, names: tuple[str, ...] | list[str]) -> dict[Path, str]:
@@ -67,9 +77,9 @@ def data_inputs(data_dir: str | Path, setting: str, names: tuple[str, ...] | lis
     return {Path(data_dir) / name: f"{setting}-data" for name in (MANIFEST, *names)}
 
 
-def model_inputs(model_dir: str | Path, setting: str, model_name: str, method: str = "MaxEnt") -> dict[Path, str]:
+def model_inputs(model_dir: str | Path, setting: str, model_name: str, seed: int) -> dict[Path, str]:
     """Map the weights of the model folder ``model_dir`` to the stage that writes it, for ``require_inputs``."""
-    return {Path(model_dir) / "model.safetensors": producing_stage(setting, model_name, method)}
+    return {Path(model_dir) / "model.safetensors": producing_stage(setting, model_name, seed)}
 
 
 def require_inputs(inputs: Mapping[str | Path, str]) -> None:

@@ -11,6 +11,7 @@ relearning-data check of their setting; the stage code around them is shared.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,3 +102,20 @@ def write_data(params: Params, setting: str, out_dir: str | Path) -> dict:
     from undo_lib.prepare_language import write_language_data
 
     return write_language_data(params.data[setting], params.tokenizer[setting], seed, out_dir)
+
+
+def chance_retain(setting: str, vocab_size: int) -> float:
+    """The retain metric of a model that knows nothing: 0 accuracy, or the CE of uniform predictions."""
+    return 0.0 if metric_spec(setting).higher_is_better else math.log(vocab_size)
+
+
+def retain_fraction(setting: str, retain: float, reference_retain: float, vocab_size: int) -> float:
+    """The share of the reference model's retain performance above chance that ``retain`` keeps.
+
+    1 means as good as the reference (the full model before unlearning), 0 means chance. The same
+    formula serves accuracies and cross-entropies, because both are measured from chance.
+    """
+    chance = chance_retain(setting, vocab_size)
+    if reference_retain == chance:
+        return float("nan")
+    return (retain - chance) / (reference_retain - chance)
