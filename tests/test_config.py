@@ -137,6 +137,10 @@ MALFORMED_CASES = [
     ("stop-margin-five", "distill.arithmetic.stop_margin", 5.0, "distill.arithmetic.stop_margin", "5.0"),
     ("weight-decay-inf", "pretrain.arithmetic.weight_decay", float("inf"), "pretrain.arithmetic.weight_decay", "inf"),
     ("grad-norm-inf", "pretrain.arithmetic.max_grad_norm", float("inf"), "pretrain.arithmetic.max_grad_norm", "inf"),
+    # Language data cleaning
+    ("hangul-share-zero", "data.language.min_hangul_share", 0, "data.language.min_hangul_share", "0.0"),
+    ("hangul-share-above-1", "data.language.min_hangul_share", 1.5, "data.language.min_hangul_share", "1.5"),
+    ("document-chars-below-line", "data.language.max_document_chars", 19, "data.language.max_document_chars", "19"),
 ]
 
 
@@ -274,3 +278,79 @@ def test_to_dict_round_trip(smoke_params_dict):
     assert rebuilt == params
     assert plain["distill"]["arithmetic"]["alphas"] == [0.5]
     assert plain["shared"]["settings"] == ["arithmetic", "language"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline language packages
+
+
+def _offline_language(smoke_params_dict, packages: dict, include_python_docs: bool = True) -> dict:
+    smoke_params_dict["data"]["language"]["source"] = "offline"
+    smoke_params_dict["data"]["language"]["offline"] = {"packages": packages,
+                                                        "include_python_docs": include_python_docs}
+    return smoke_params_dict
+
+
+def test_hangul_share_message_gives_reason(smoke_params_dict):
+    smoke_params_dict["data"]["language"]["min_hangul_share"] = 0
+
+    with pytest.raises(ParamsError, match=r"in \(0, 1\], because at 0 every line"):
+        params_from_dict(smoke_params_dict)
+
+
+def test_document_chars_minimum_accepted(smoke_params_dict):
+    smoke_params_dict["data"]["language"]["max_document_chars"] = 20
+
+    params = params_from_dict(smoke_params_dict)
+
+    assert params.data["language"].max_document_chars == 20
+
+
+def test_offline_unknown_package_rejected(smoke_params_dict):
+    params = _offline_language(smoke_params_dict, {"debian-faq-ko": "11.1", "cowsay": "3.03"})
+
+    with pytest.raises(ParamsError) as excinfo:
+        params_from_dict(params)
+
+    message = str(excinfo.value)
+    assert "data.language.offline.packages: invalid value 'cowsay'" in message
+    assert "'libreoffice-help-ko': 'korean'" in message
+    assert "'debian-handbook': 'english'" in message
+    assert "data.language.source: local" in message
+
+
+def test_offline_without_korean_rejected(smoke_params_dict):
+    params = _offline_language(smoke_params_dict, {"debian-faq": "11.1", "debian-handbook": "11.20220922"})
+
+    with pytest.raises(ParamsError) as excinfo:
+        params_from_dict(params)
+
+    message = str(excinfo.value)
+    assert "data.language.offline.packages" in message
+    assert "at least one Korean package" in message
+    assert "libreoffice-help-ko" in message
+
+
+def test_offline_without_english_rejected(smoke_params_dict):
+    params = _offline_language(smoke_params_dict, {"debian-faq-ko": "11.1"}, include_python_docs=False)
+
+    with pytest.raises(ParamsError) as excinfo:
+        params_from_dict(params)
+
+    message = str(excinfo.value)
+    assert "at least one English package" in message
+    assert "data.language.offline.include_python_docs set to true" in message
+
+
+def test_offline_python_docs_count_as_english(smoke_params_dict):
+    params = params_from_dict(_offline_language(smoke_params_dict, {"debian-faq-ko": "11.1"}))
+
+    assert dict(params.data["language"].offline.packages) == {"debian-faq-ko": "11.1"}
+
+
+def test_offline_packages_ignored_for_local(smoke_params_dict):
+    smoke_params_dict["data"]["language"]["offline"] = {"packages": {"cowsay": "3.03"}}
+
+    params = params_from_dict(smoke_params_dict)
+
+    assert params.data["language"].source == "local"

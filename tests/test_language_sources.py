@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from undo_lib import language as lang
+from undo_lib.config import HubDatasetParams, HubSourceParams, LanguageDataParams
 from undo_lib.io import file_sha256
+from undo_lib.prepare_language import load_corpus
 
 FIXTURES = Path(__file__).parent / "fixtures" / "language"
 PAGE = FIXTURES / "page.html"
@@ -189,9 +191,10 @@ def test_local_deduplicates_lines(tmp_path):
 
 def test_local_html_markup(tmp_path):
     path = tmp_path / "page.jsonl"
-    path.write_text(json.dumps({"text": "<p>서식 메뉴에서 &quot;문자&quot;를 고르면 글꼴 대화 상자가 열립니다.</p>"}) + "\n")
+    path.write_text(json.dumps({"text": "<p>서식 메뉴에서 &quot;문자&quot;를 고르면 글꼴 대화 상자가 열립니다.</p>"}) + "\n"
+                    + json.dumps({"text": "두 번째 문서는 분할에 필요한 다른 한국어 문장입니다."}) + "\n")
     corpus = lang.local_corpus([FIXTURES / "english.jsonl"], [path], 200, 0.3)
-    assert corpus.korean == ['서식 메뉴에서 "문자"를 고르면 글꼴 대화 상자가 열립니다.']
+    assert corpus.korean[0] == '서식 메뉴에서 "문자"를 고르면 글꼴 대화 상자가 열립니다.'
 
 
 def test_local_invalid_json_line(tmp_path):
@@ -224,28 +227,83 @@ def test_local_no_korean_left():
         lang.local_corpus([FIXTURES / "english.txt"], [FIXTURES / "english.jsonl"], 200, 0.3)
 
 
+def test_local_single_korean_document(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text("한 문서만 있는 파일이라서 검증 세트를 나눌 수 없습니다.\n", encoding="utf-8")
+
+    with pytest.raises(ValueError) as caught:
+        lang.local_corpus([FIXTURES / "english.txt"], [path], 200, 0.3)
+
+    message = str(caught.value)
+    assert "only 1 korean document is left" in message
+    assert f"{path} (file)" in message
+    assert "needs at least 2" in message
+    assert "max_document_chars (now 200)" in message
+    assert "min_hangul_share (now 0.3)" in message
+
+
+def test_local_single_english_document(tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"text": "A single English document cannot be split in two."}) + "\n")
+
+    with pytest.raises(ValueError) as caught:
+        lang.local_corpus([path], [FIXTURES / "korean.txt"], 200, 0.3)
+
+    message = str(caught.value)
+    assert "only 1 english document is left" in message
+    assert "min_hangul_share" not in message
+
+
+def test_local_duplicate_documents_count_once(tmp_path):
+    english = tmp_path / "twice.txt"
+    english.write_text("The same paragraph appears twice in this file.\n\n"
+                       "The same paragraph appears twice in this file.\n")
+    copy = tmp_path / "copy.txt"
+    copy.write_text(english.read_text())
+
+    with pytest.raises(ValueError, match="only 1 english document"):
+        lang.local_corpus([english, copy], [FIXTURES / "korean.txt"], 200, 0.3)
+
+
+def test_local_two_documents_accepted(tmp_path):
+    path = tmp_path / "two.txt"
+    path.write_text("첫 번째 문서는 한 문장으로 된 짧은 글입니다.\n\n두 번째 문서도 한 문장으로 된 짧은 글입니다.\n",
+                    encoding="utf-8")
+
+    corpus = lang.local_corpus([FIXTURES / "english.txt"], [path], 200, 0.3)
+
+    assert len(corpus.korean) == 2
+
+
 # --- offline: Debian packages ------------------------------------------------------------------
 
 FAKE_PACKAGE = "debian-faq-ko"
 FAKE_VERSION = "1:0.1"
 FAKE_DEB_NAME = "debian-faq-ko_1%3a0.1_all.deb"  # the file name apt-get download gives this version
+# A second page, so that every fake package gives the two Korean documents a train/validation split needs.
+SECOND_PAGE = "<html><body><p>두 번째 페이지에는 다른 한국어 문서가 한 문단 들어 있습니다.</p></body></html>\n"
 
 
-def _build_fake_deb(tmp_path: Path) -> Path:
-    """Build a .deb of debian-faq-ko that contains the fixture page where the reader looks."""
+def _build_fake_deb(tmp_path: Path, package: str = FAKE_PACKAGE,
+                    page_path: str = "usr/share/doc/debian/FAQ/ko/test.ko.html", page: str | None = None) -> Path:
+    """Build a .deb of ``package`` at FAKE_VERSION with ``page`` (default: the fixture page) at ``page_path``.
+
+    SECOND_PAGE lies next to it as ``second.html``.
+    """
     if shutil.which("dpkg-deb") is None or shutil.which("dpkg") is None:
         pytest.skip("dpkg-deb and dpkg are needed to build and unpack a .deb; install the dpkg package")
     tree = tmp_path / "tree"
     (tree / "DEBIAN").mkdir(parents=True)
     (tree / "DEBIAN" / "control").write_text(
-        f"Package: {FAKE_PACKAGE}\nVersion: {FAKE_VERSION}\nArchitecture: all\n"
+        f"Package: {package}\nVersion: {FAKE_VERSION}\nArchitecture: all\n"
         "Maintainer: Test <test@example.invalid>\nDescription: fixture for the offline reader\n")
-    page_dir = tree / "usr/share/doc/debian/FAQ/ko"
-    page_dir.mkdir(parents=True)
-    shutil.copy(PAGE, page_dir / "test.ko.html")
+    page_file = tree / page_path
+    page_file.parent.mkdir(parents=True)
+    page_file.write_text(PAGE.read_text(encoding="utf-8") if page is None else page, encoding="utf-8")
+    (page_file.parent / "second.html").write_text(SECOND_PAGE, encoding="utf-8")
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
-    deb = cache_dir / FAKE_DEB_NAME
+    deb = cache_dir / f"{package}_1%3a0.1_all.deb"  # the file name apt-get download gives FAKE_VERSION
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)],
                    check=True, capture_output=True)
     return deb
@@ -308,6 +366,78 @@ def test_offline_wrong_cached_version(tmp_path, recorded_commands):
     deb.rename(deb.with_name("debian-faq-ko_2.0_all.deb"))
     with pytest.raises(lang.LanguageSourceError, match="contains package debian-faq-ko version 1:0.1, expected"):
         lang.offline_corpus(deb.parent, {FAKE_PACKAGE: "2.0"}, 200, 0.3)
+
+
+def test_offline_garbage_cached_deb(tmp_path, recorded_commands):
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb is needed to read a .deb; install the dpkg package")
+    deb = tmp_path / FAKE_DEB_NAME
+    deb.write_bytes(b"<html>an error page saved in place of the package</html>\n")
+
+    with pytest.raises(lang.LanguageSourceError) as caught:
+        lang.offline_corpus(tmp_path, {FAKE_PACKAGE: FAKE_VERSION}, 200, 0.3)
+
+    message = str(caught.value)
+    assert "dpkg-deb --field" in message
+    assert f"If {deb} is truncated or corrupt" in message
+    assert "delete it so that the next run downloads it again" in message
+    assert "data.language.source: local" not in message
+
+
+def test_offline_truncated_cached_deb(tmp_path, recorded_commands):
+    deb = _build_fake_deb(tmp_path)
+    data = deb.read_bytes()
+    deb.write_bytes(data[:len(data) - 200])  # the control member stays whole, the data member is cut
+
+    with pytest.raises(lang.LanguageSourceError) as caught:
+        lang.offline_corpus(deb.parent, {FAKE_PACKAGE: FAKE_VERSION}, 200, 0.3)
+
+    message = str(caught.value)
+    assert "dpkg -x" in message
+    assert f"If {deb} is truncated or corrupt" in message
+    assert "delete it so that the next run downloads it again" in message
+
+
+LIBREOFFICE_TITLE_LINE = "Title is: 문자 서식 대화 상자에 대한 도움말"
+LIBREOFFICE_CONTENT_LINE = "글꼴과 글꼴 크기를 바꾸려면 서식 메뉴에서 문자를 고르십시오."
+LIBREOFFICE_PAGE = f"""<!DOCTYPE html>
+<html lang="ko">
+<head><title>문자 서식 대화 상자에 대한 도움말</title></head>
+<body>
+<div id="DisplayArea"><h1>문자</h1><p>{LIBREOFFICE_CONTENT_LINE}</p></div>
+<footer>
+<div id="DEBUG" class="debug">
+<h3 class="bug">Help content debug info:</h3>
+<p>This page is: <a href="https://example.invalid/text/shared/01/05020000.xhp">/text/shared/01/05020000.xhp</a></p>
+<p>{LIBREOFFICE_TITLE_LINE}</p>
+</div>
+</footer>
+</body>
+</html>
+"""
+
+
+def test_libreoffice_debug_lines_dropped(tmp_path, recorded_commands):
+    assert lang.hangul_share(LIBREOFFICE_TITLE_LINE) >= 0.3, "precondition: the Korean filter alone keeps it"
+    assert len(LIBREOFFICE_TITLE_LINE) >= lang.MIN_LINE_CHARS, "precondition: the length filter alone keeps it"
+    deb = _build_fake_deb(tmp_path, "libreoffice-help-ko", "usr/share/libreoffice/help/ko/text/shared/01/05020000.html",
+                          LIBREOFFICE_PAGE)
+
+    corpus = lang.offline_corpus(deb.parent, {"libreoffice-help-ko": FAKE_VERSION}, 200, 0.3)
+
+    korean = "\n".join(corpus.korean)
+    assert LIBREOFFICE_CONTENT_LINE in korean
+    assert "Title is:" not in korean
+    assert "debug info" not in korean
+
+
+def test_other_packages_keep_title_lines(tmp_path, recorded_commands):
+    page = PAGE.read_text(encoding="utf-8").replace("</body>", f"<p>{LIBREOFFICE_TITLE_LINE}</p></body>")
+    deb = _build_fake_deb(tmp_path, page=page)
+
+    corpus = lang.offline_corpus(deb.parent, {FAKE_PACKAGE: FAKE_VERSION}, 200, 0.3)
+
+    assert LIBREOFFICE_TITLE_LINE in "\n".join(corpus.korean)
 
 
 def test_offline_unknown_package(tmp_path, recorded_commands):
@@ -393,14 +523,22 @@ def test_hub_local_folder(hub_offline):
                              "바닷가로 가는 기차는 중앙역에서 한 시간마다 출발합니다."]
 
 
+# The first two English records have 58 and 62 characters, so a budget of 70 stops after the second.
+ENGLISH_BUDGET_TWO_RECORDS = 70
+
+
 def test_hub_max_chars(hub_offline):
-    corpus = lang.hub_corpus(HUB_SPECS["english"], HUB_SPECS["korean"], {"english": 10, "korean": 10_000}, 200, 0.3)
-    assert corpus.english == ["The museum opens at nine and closes at five every weekday."]
+    corpus = lang.hub_corpus(HUB_SPECS["english"], HUB_SPECS["korean"],
+                             {"english": ENGLISH_BUDGET_TWO_RECORDS, "korean": 10_000}, 200, 0.3)
+    assert corpus.english == ["The museum opens at nine and closes at five every weekday.",
+                              "Trains to the coast leave every hour from the central station."]
 
 
 def test_hub_inputs_sha256(hub_offline):
-    corpus = lang.hub_corpus(HUB_SPECS["english"], HUB_SPECS["korean"], {"english": 10, "korean": 10_000}, 200, 0.3)
-    expected = hashlib.sha256("The museum opens at nine and closes at five every weekday.\0".encode()).hexdigest()
+    corpus = lang.hub_corpus(HUB_SPECS["english"], HUB_SPECS["korean"],
+                             {"english": ENGLISH_BUDGET_TWO_RECORDS, "korean": 10_000}, 200, 0.3)
+    expected = hashlib.sha256("The museum opens at nine and closes at five every weekday.\0"
+                              "Trains to the coast leave every hour from the central station.\0".encode()).hexdigest()
     assert corpus.inputs[0]["sha256"] == expected
 
 
@@ -418,6 +556,105 @@ def test_hub_unreachable(hub_offline):
     assert "korean dataset undo-test/no-such-dataset" in message
     assert "data.language.source: offline" in message
     assert "local" in message
+    assert "HF_HUB_OFFLINE=1 is set" in message
+    assert "Unset it to download the dataset" in message
+
+
+class FakeLoadDataset:
+    """Stands in for datasets.load_dataset: records each call's arguments and returns fixed records."""
+
+    def __init__(self, error: OSError | None = None):
+        self.calls = []
+        self.error = error
+
+    def __call__(self, path, **kwargs):
+        self.calls.append({"path": path, **kwargs})
+        if self.error is not None:
+            raise self.error
+        if "korean" in path:
+            return [{"text": "첫 번째 기록은 한국어로 된 한 문장입니다."}, {"text": "두 번째 기록도 한국어로 된 한 문장입니다."}]
+        return [{"text": "The first record is one English sentence."}, {"text": "The second record is another one."}]
+
+
+@pytest.fixture
+def fake_load_dataset(monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the hub source needs the datasets package")
+    fake = FakeLoadDataset()
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    return fake
+
+
+def test_hub_error_without_offline_mode(monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the hub source needs the datasets package")
+    monkeypatch.setattr(datasets, "load_dataset", FakeLoadDataset(ConnectionError("connection refused")))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+
+    with pytest.raises(lang.LanguageSourceError) as caught:
+        lang.hub_corpus({"path": "en"}, {"path": "korean"}, {"english": 100, "korean": 100}, 200, 0.3)
+
+    message = str(caught.value)
+    assert "ConnectionError: connection refused" in message
+    assert "OFFLINE" not in message
+
+
+def test_hub_error_names_datasets_offline(monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the hub source needs the datasets package")
+    monkeypatch.setattr(datasets, "load_dataset", FakeLoadDataset(ConnectionError("offline mode is enabled")))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "true")
+
+    with pytest.raises(lang.LanguageSourceError, match="HF_DATASETS_OFFLINE=true is set"):
+        lang.hub_corpus({"path": "en"}, {"path": "korean"}, {"english": 100, "korean": 100}, 200, 0.3)
+
+
+def test_hub_error_names_both_offline_variables(monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the hub source needs the datasets package")
+    monkeypatch.setattr(datasets, "load_dataset", FakeLoadDataset(ConnectionError("offline mode is enabled")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "yes")
+
+    with pytest.raises(lang.LanguageSourceError) as caught:
+        lang.hub_corpus({"path": "en"}, {"path": "korean"}, {"english": 100, "korean": 100}, 200, 0.3)
+
+    message = str(caught.value)
+    assert "HF_HUB_OFFLINE=1 and HF_DATASETS_OFFLINE=yes are set" in message
+    assert "Unset them" in message
+
+
+def test_hub_revision_passed(fake_load_dataset):
+    lang.hub_corpus({"path": "en", "revision": "abc123"}, {"path": "korean", "revision": "def456"},
+                    {"english": 1000, "korean": 1000}, 200, 0.3)
+
+    assert [call["revision"] for call in fake_load_dataset.calls] == ["abc123", "def456"]
+
+
+def test_hub_revision_recorded(fake_load_dataset):
+    corpus = lang.hub_corpus({"path": "en", "revision": "abc123"}, {"path": "korean"},
+                             {"english": 1000, "korean": 1000}, 200, 0.3)
+
+    assert [i["version"] for i in corpus.inputs] == ["abc123", None]
+
+
+def test_hub_unpinned_revision_warning(fake_load_dataset, caplog):
+    with caplog.at_level("WARNING", logger=lang.logger.name):
+        lang.hub_corpus({"path": "en", "revision": "abc123"}, {"path": "korean"},
+                        {"english": 1000, "korean": 1000}, 200, 0.3)
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "data.language.hub.korean.revision" in warnings[0]
+
+
+def test_load_corpus_passes_params_revision(fake_load_dataset):
+    hub = HubSourceParams(english=HubDatasetParams(path="en", revision="abc123"),
+                          korean=HubDatasetParams(path="korean", revision="def456"))
+    params = LanguageDataParams(source="hub", hub=hub)
+
+    corpus = load_corpus(params)
+
+    assert [call["revision"] for call in fake_load_dataset.calls] == ["abc123", "def456"]
+    assert [i["version"] for i in corpus.inputs] == ["abc123", "def456"]
 
 
 def test_hub_missing_budget():

@@ -442,12 +442,19 @@ def _validate_arithmetic_data(d: ArithmeticDataParams, path: str) -> None:
 
 
 def _validate_language_data(d: LanguageDataParams, path: str) -> None:
+    # Imported here because undo_lib.language imports torch through undo_lib.io, and this module does not.
+    from undo_lib.language import MIN_LINE_CHARS, PACKAGE_LAYOUTS
+
     for name in ("seq_len", "pretrain_documents", "distill_documents", "unlearn_documents",
-                 "relearn_documents", "max_document_chars"):
+                 "relearn_documents"):
         _check(getattr(d, name) > 0, f"{path}.{name}", getattr(d, name), "a positive integer")
+    _check(d.max_document_chars >= MIN_LINE_CHARS, f"{path}.max_document_chars", d.max_document_chars,
+           f">= {MIN_LINE_CHARS}, because lines shorter than {MIN_LINE_CHARS} characters are dropped as "
+           "headings and labels, and a smaller limit would cut every kept line into fragments")
     _check(0 < d.validation_fraction < 1, f"{path}.validation_fraction", d.validation_fraction, "in (0, 1)")
     _check(0 < d.korean_fraction < 1, f"{path}.korean_fraction", d.korean_fraction, "in (0, 1)")
-    _check(0 <= d.min_hangul_share <= 1, f"{path}.min_hangul_share", d.min_hangul_share, "in [0, 1]")
+    _check(0 < d.min_hangul_share <= 1, f"{path}.min_hangul_share", d.min_hangul_share,
+           "in (0, 1], because at 0 every line, even one without Hangul, would count as Korean")
     if d.source == "local":
         for language in ("english", "korean"):
             files = getattr(d.local, language)
@@ -462,8 +469,22 @@ def _validate_language_data(d: LanguageDataParams, path: str) -> None:
             _check(bool(hub.path), f"{path}.hub.{language}.path", hub.path, "a dataset id or local folder")
             _check(hub.max_chars > 0, f"{path}.hub.{language}.max_chars", hub.max_chars, "a positive integer")
     if d.source == "offline":
-        _check(len(d.offline.packages) > 0, f"{path}.offline.packages", d.offline.packages,
+        packages = d.offline.packages
+        _check(len(packages) > 0, f"{path}.offline.packages", packages,
                "a non-empty mapping of Debian package name to version")
+        languages = {name: layout.language for name, layout in PACKAGE_LAYOUTS.items()}
+        for name in packages:
+            _check(name in languages, f"{path}.offline.packages", name,
+                   f"one of the packages whose pages undo_lib.language can read (name: language): "
+                   f"{languages}. For other text, set {path}.source: local")
+        english = sorted(name for name, language in languages.items() if language == "english")
+        korean = sorted(name for name, language in languages.items() if language == "korean")
+        _check(any(languages[name] == "korean" for name in packages), f"{path}.offline.packages", list(packages),
+               f"a mapping with at least one Korean package, one of {korean}, because Korean is the forget text")
+        _check(d.offline.include_python_docs or any(languages[name] == "english" for name in packages),
+               f"{path}.offline.packages", list(packages),
+               f"a mapping with at least one English package, one of {english}, or {path}.offline."
+               "include_python_docs set to true, because English is the retain text")
 
 
 def _validate_evaluate(p: Params, s: str) -> None:

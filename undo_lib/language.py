@@ -26,6 +26,7 @@ import glob
 import html
 import json
 import logging
+import os
 import platform
 import random
 import re
@@ -70,6 +71,15 @@ ENGLISH_MIN_LETTER_SHARE = 0.6
 # Upper bound for one apt-get or dpkg call, far above what a download of tens of MB needs.
 COMMAND_TIMEOUT_S = 600
 
+# The train/validation split needs one document on each side.
+MIN_DOCUMENTS_PER_LANGUAGE = 2
+
+# Environment variables that switch datasets to offline mode, and the values that count as set. The
+# values are huggingface_hub.constants.ENV_VARS_TRUE_VALUES, compared in upper case, as checked with
+# huggingface_hub 2.4.0 and datasets 5.2.0.
+_HUB_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+_ENV_TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
+
 _HANGUL_RANGES = (
     (0xAC00, 0xD7A3),  # Hangul Syllables
     (0x1100, 0x11FF),  # Hangul Jamo
@@ -87,16 +97,24 @@ _LOCAL_SOURCE_HINT = (
 
 @dataclass(frozen=True)
 class PackageLayout:
-    """The language of a documentation package and the files in its tree that hold the text."""
+    """The language of a documentation package, the files in its tree that hold the text, and the
+    lines of those files that are not content."""
 
     language: str
     patterns: tuple[str, ...]  # glob patterns relative to the root that ``dpkg -x`` unpacks into
+    skipped_line_prefixes: tuple[str, ...] = ()  # a page line that starts with one of these is dropped
 
+
+# Every LibreOffice help page ends with a debug footer, written by help3xsl/online_transform.xsl
+# of the LibreOffice help sources: "Help content debug info:", "This page is: <file>" and
+# "Title is: <page title>". The title line contains Hangul, so the Korean filter would keep it.
+LIBREOFFICE_DEBUG_PREFIXES = ("Help content debug info:", "This page is:", "Title is:")
 
 # The Korean FAQ and the English FAQ also ship the same text as .txt.gz and .pdf.gz. Only the HTML
 # is read, so no text is counted twice. The handbook has 26 translations and only en-US is read.
 PACKAGE_LAYOUTS = {
-    "libreoffice-help-ko": PackageLayout("korean", ("usr/share/libreoffice/help/ko/text/**/*.html",)),
+    "libreoffice-help-ko": PackageLayout("korean", ("usr/share/libreoffice/help/ko/text/**/*.html",),
+                                         LIBREOFFICE_DEBUG_PREFIXES),
     "debian-faq-ko": PackageLayout("korean", ("usr/share/doc/debian/FAQ/ko/*.html",)),
     "debian-handbook": PackageLayout("english", ("usr/share/doc/debian-handbook/html/en-US/*.html",)),
     "debian-faq": PackageLayout("english", ("usr/share/doc/debian/FAQ/*.en.html",)),
@@ -316,15 +334,25 @@ class _CorpusBuilder:
                     len(documents), language, characters)
         return record
 
+    def _check_document_count(self, language: str, documents: list[str]) -> None:
+        inputs = [f"{i['name']} ({i['kind']})" for i in self.inputs if i["language"] == language]
+        fixes = (f"Add {language} inputs or longer {language} text, or lower max_document_chars "
+                 f"(now {self.max_document_chars}) so that the text is cut into more documents")
+        if language == "korean":
+            fixes += f", or lower min_hangul_share (now {self.min_hangul_share})"
+        if not documents:
+            raise ValueError(f"no {language} documents are left from the inputs {inputs} after filtering. {fixes}.")
+        if len(documents) < MIN_DOCUMENTS_PER_LANGUAGE:
+            raise ValueError(
+                f"only {len(documents)} {language} document is left from the inputs {inputs} after filtering, "
+                f"but the train/validation split needs at least {MIN_DOCUMENTS_PER_LANGUAGE}. {fixes}.")
+
     def corpus(self) -> Corpus:
-        """Return the Corpus, or raise if a language has no documents."""
-        for language in LANGUAGES:
-            if not self.documents[language]:
-                names = [i["name"] for i in self.inputs if i["language"] == language]
-                raise ValueError(f"no {language} documents are left from the inputs {names} after filtering; "
-                                 f"add {language} inputs, or for Korean lower min_hangul_share")
+        """Return the Corpus, or raise if a language has fewer than two distinct documents."""
         english = _unique(self.documents["english"])
         korean = _unique(self.documents["korean"])
+        self._check_document_count("english", english)
+        self._check_document_count("korean", korean)
         logger.info("language corpus: %d English documents (%d characters), %d Korean documents (%d characters)",
                     len(english), sum(map(len, english)), len(korean), sum(map(len, korean)))
         return Corpus(english=english, korean=korean, inputs=self.inputs)
@@ -350,8 +378,18 @@ def _download_hint(cache_dir: Path, name: str, version: str) -> str:
             f"in {cache_dir} by hand.")
 
 
-def _run(command: list[str], cwd: Path, package: str, version: str, hint: str) -> str:
-    """Run ``command`` and return its stdout, or raise LanguageSourceError with its stderr and ``hint``."""
+def _corrupt_deb_hint(deb: Path) -> str:
+    return (f"If {deb} is truncated or corrupt (for example from an interrupted download), delete it "
+            "so that the next run downloads it again.")
+
+
+def _run(command: list[str], cwd: Path, package: str, version: str, hint: str,
+         failure_hint: str | None = None) -> str:
+    """Run ``command`` and return its stdout, or raise LanguageSourceError with its stderr and a hint.
+
+    A missing program or a timeout gets ``hint``. A non-zero exit status gets ``failure_hint``, or
+    ``hint`` when ``failure_hint`` is None.
+    """
     command_line = " ".join(command)
     try:
         result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
@@ -366,7 +404,7 @@ def _run(command: list[str], cwd: Path, package: str, version: str, hint: str) -
     if result.returncode != 0:
         raise LanguageSourceError(
             f"{command_line} failed with exit status {result.returncode} for package {package}={version}: "
-            f"{result.stderr.strip()}. {hint}")
+            f"{result.stderr.strip()}. {failure_hint or hint}")
     return result.stdout
 
 
@@ -393,7 +431,7 @@ def fetch_package(cache_dir: Path, name: str, version: str) -> Path:
                 f"{_deb_pattern(name, version)} is in {cache_dir}. {_download_hint(cache_dir, name, version)}")
 
     fields = _run(["dpkg-deb", "--field", str(deb), "Package", "Version"], cache_dir, name, version,
-                  f"{_LOCAL_SOURCE_HINT}.")
+                  f"{_LOCAL_SOURCE_HINT}.", failure_hint=_corrupt_deb_hint(deb))
     found = dict(line.split(": ", 1) for line in fields.splitlines() if ": " in line)
     if (found.get("Package"), found.get("Version")) != (name, version):
         raise LanguageSourceError(
@@ -416,14 +454,23 @@ def _read_text(path: Path) -> str:
         raise ValueError(f"{path} is not valid UTF-8 ({err.reason} at byte {err.start})") from err
 
 
+def _drop_lines(text: str, prefixes: tuple[str, ...]) -> str:
+    if not prefixes:
+        return text
+    return "\n".join(line for line in text.splitlines() if not line.startswith(prefixes))
+
+
 def _package_texts(root: Path, layout: PackageLayout) -> Iterator[str]:
-    """Yield the text of each page in an unpacked package, in sorted path order."""
+    """Yield the text of each page in an unpacked package, in sorted path order.
+
+    Lines that start with one of ``layout.skipped_line_prefixes`` are dropped.
+    """
     paths = sorted({path for pattern in layout.patterns for path in root.glob(pattern)})
     if not paths:
         raise LanguageSourceError(f"no files match {layout.patterns} in the unpacked package at {root}; "
                                   "the package layout may have changed in this version")
     for path in paths:
-        yield html_text(_read_text(path))
+        yield _drop_lines(html_text(_read_text(path)), layout.skipped_line_prefixes)
 
 
 def _pydoc_texts() -> Iterator[str]:
@@ -441,7 +488,8 @@ def _add_package(builder: _CorpusBuilder, cache_dir: Path, name: str, version: s
     deb = fetch_package(cache_dir, name, version)
     source = {"name": name, "kind": "deb", "version": version, "file": deb.name, "sha256": file_sha256(deb)}
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
-        _run(["dpkg", "-x", str(deb), tmp], cache_dir, name, version, f"{_LOCAL_SOURCE_HINT}.")
+        _run(["dpkg", "-x", str(deb), tmp], cache_dir, name, version, f"{_LOCAL_SOURCE_HINT}.",
+             failure_hint=_corrupt_deb_hint(deb))
         builder.add(layout.language, _package_texts(Path(tmp), layout), source)
 
 
@@ -460,7 +508,7 @@ def offline_corpus(cache_dir: Path, packages: dict[str, str], max_document_chars
 
     Raises:
         LanguageSourceError: If a package cannot be downloaded or unpacked.
-        ValueError: If a package name is unknown or a language ends up with no documents.
+        ValueError: If a package name is unknown or a language ends up with fewer than two documents.
     """
     cache_dir = Path(cache_dir)
     for name in packages:
@@ -516,7 +564,7 @@ def local_corpus(english_files: list[Path], korean_files: list[Path], max_docume
     Raises:
         FileNotFoundError: If a listed file does not exist.
         ValueError: If a file has an unsupported suffix or an invalid line, or a language ends up
-            with no documents.
+            with fewer than two documents.
     """
     files = {"english": [Path(p) for p in english_files], "korean": [Path(p) for p in korean_files]}
     for language, paths in files.items():
@@ -549,6 +597,29 @@ def _hub_texts(spec: dict, digest) -> Iterator[str]:
         yield strip_markup(record[text_field])
 
 
+def _hub_offline_settings() -> list[str]:
+    """Return "NAME=value" for each set environment variable that keeps datasets off the hub."""
+    settings = []
+    for variable in _HUB_OFFLINE_VARIABLES:
+        value = os.environ.get(variable, "")
+        if value.upper() in _ENV_TRUE_VALUES:
+            settings.append(f"{variable}={value}")
+    return settings
+
+
+def _hub_error_message(language: str, spec: dict, err: OSError) -> str:
+    message = (f"cannot read the {language} dataset {spec['path']} (config {spec.get('name')}, revision "
+               f"{spec.get('revision')}) from the Hugging Face hub: {type(err).__name__}: {err}.")
+    offline = _hub_offline_settings()
+    if len(offline) == 1:
+        message += f" {offline[0]} is set, so datasets does not contact the hub. Unset it to download the dataset."
+    elif offline:
+        message += (f" {' and '.join(offline)} are set, so datasets does not contact the hub. Unset them to "
+                    "download the dataset.")
+    return (f"{message} For text without the hub, set data.language.source: offline (Debian documentation "
+            "packages) or local (jsonl or txt files under data.language.local)")
+
+
 def hub_corpus(english: dict, korean: dict, max_chars: dict[str, int], max_document_chars: int,
                min_hangul_share: float) -> Corpus:
     """Build the corpus by streaming one Hugging Face dataset per language.
@@ -562,11 +633,14 @@ def hub_corpus(english: dict, korean: dict, max_chars: dict[str, int], max_docum
         max_document_chars: Maximum document length in characters.
         min_hangul_share: Minimum Hangul share of a Korean line, in (0, 1].
 
-    The ``sha256`` of a hub input is the hash of the raw texts read, each followed by a NUL byte.
+    The ``sha256`` of a hub input is the hash of the raw texts read, each followed by a NUL byte,
+    and its ``version`` is the spec's ``revision``. Without a revision the text can change whenever
+    the dataset is updated on the hub, so a warning is logged.
 
     Raises:
         LanguageSourceError: If a dataset cannot be reached or found.
-        ValueError: If a spec or ``max_chars`` misses a key, or a language ends up with no documents.
+        ValueError: If a spec or ``max_chars`` misses a key, or a language ends up with fewer than two
+            documents.
     """
     specs = {"english": english, "korean": korean}
     for language, spec in specs.items():
@@ -578,16 +652,16 @@ def hub_corpus(english: dict, korean: dict, max_chars: dict[str, int], max_docum
 
     builder = _CorpusBuilder(max_document_chars, min_hangul_share)
     for language, spec in specs.items():
+        if spec.get("revision") is None:
+            logger.warning("no revision is set for the %s dataset %s, so the latest version is read and the "
+                           "text may change between runs. Set data.language.hub.%s.revision to a commit to "
+                           "pin it.", language, spec["path"], language)
         digest = sha256()
         source = {"name": spec["path"], "kind": "hub", "version": spec.get("revision"),
                   "config": spec.get("name"), "split": spec.get("split", "train")}
         try:
             record = builder.add(language, _hub_texts(spec, digest), source, max_chars=max_chars[language])
         except OSError as err:  # connection, offline-mode and not-found errors of datasets and huggingface_hub
-            raise LanguageSourceError(
-                f"cannot read the {language} dataset {spec['path']} (config {spec.get('name')}) from the "
-                f"Hugging Face hub: {type(err).__name__}: {err}. For text without the hub, set "
-                "data.language.source: offline (Debian documentation packages) or local "
-                "(jsonl or txt files under data.language.local)") from err
+            raise LanguageSourceError(_hub_error_message(language, spec, err)) from err
         record["sha256"] = digest.hexdigest()
     return builder.corpus()
