@@ -233,3 +233,55 @@ def test_worst_case_duplicate_index():
 
     assert len(worst) == 4
     assert worst["forget"].tolist() == [0.2, 0.5, 0.05, 0.6]
+
+
+# ----------------------------------------------------------------------------------------------
+# Oracle matching stop rule, student checks and the cost without an unlearning run
+
+
+def test_matching_rule_needs_forget_close_to_oracle_accuracy():
+    from undo_lib.distill import MatchingStopRule, RetainStopRule
+
+    rule = MatchingStopRule(RetainStopRule(0.5, 0.05), teacher_forget=0.02, margin=0.05, relative=False)
+
+    assert not rule.holds({"retain": 0.5, "forget": 0.5})  # the full model: retain fine, mul/div still known
+    assert not rule.holds({"retain": 0.4, "forget": 0.02})  # forget matched, retain 0.1 below the oracle's
+    assert rule.holds({"retain": 0.46, "forget": 0.06})  # 0.46 >= 0.45 and |0.06 - 0.02| <= 0.05
+
+
+def test_matching_rule_relative_for_cross_entropy():
+    from undo_lib.distill import MatchingStopRule, RelativeLossStopRule
+
+    rule = MatchingStopRule(RelativeLossStopRule(4.0, 0.05), teacher_forget=9.0, margin=0.05, relative=True)
+
+    # Korean CE must be within 5% of the oracle's 9.0 (8.55 to 9.45); English CE <= 4.2
+    assert rule.holds({"retain": 4.2, "forget": 8.6})
+    assert not rule.holds({"retain": 4.2, "forget": 8.5})
+    assert not rule.holds({"retain": 4.3, "forget": 9.0})
+
+
+def test_check_student_rejects_bad_values():
+    from undo_lib.distill import check_student
+
+    with pytest.raises(ValueError, match="student must be one of"):
+        check_student("random", 0.5, "x")
+    with pytest.raises(ValueError, match=r"alpha=1.5 is impossible"):
+        check_student("undo", 1.5, "")
+    with pytest.raises(ValueError, match="needs no student_dir"):
+        check_student("undo", 0.5, "models/init")
+    with pytest.raises(ValueError, match="needs a student_dir"):
+        check_student("full", 0.0, "")
+    check_student("random_init", 0.0, "models/init")
+
+
+def test_cost_fraction_without_unlearning_run():
+    from types import SimpleNamespace
+
+    from undo_lib.distill import cost_fraction
+
+    result = SimpleNamespace(flops=30.0, tokens=5)
+    oracle = {"compute": {"flops": 120.0, "tokens": 20}}
+
+    assert cost_fraction(result, None, oracle) == {"flops": 0.25, "tokens": 0.25, "distill_only_flops": 0.25}
+    with_unlearning = cost_fraction(result, {"compute": {"flops": 30.0, "tokens": 5}}, oracle)
+    assert with_unlearning["flops"] == 0.5 and with_unlearning["tokens"] == 0.5

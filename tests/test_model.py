@@ -7,7 +7,7 @@ import torch
 from transformers import Gemma2ForCausalLM
 
 from undo_lib.io import IntegrityError
-from undo_lib.model import build_model, count_parameters, load_model, resolve_device, save_model
+from undo_lib.model import build_model, copy_model, count_parameters, load_model, resolve_device, save_model
 from undo_lib.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -191,3 +191,28 @@ def test_resolve_device_missing_cuda(monkeypatch):
     with pytest.raises(RuntimeError, match="cuda"):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_copy_model_is_byte_identical(tiny_model, tokenizer, tmp_path):
+    save_model(tiny_model, tokenizer, tmp_path / "source")
+
+    copy_model(tmp_path / "source", tmp_path / "copy")
+
+    source = {p.name: p.read_bytes() for p in (tmp_path / "source").iterdir()}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "copy").iterdir()} == source
+
+
+def test_copy_model_without_weights_names_the_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+
+    with pytest.raises(FileNotFoundError, match="no model.safetensors in .*empty"):
+        copy_model(tmp_path / "empty", tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+
+
+def test_peak_memory_is_recorded():
+    from undo_lib.compute import peak_memory_bytes, timing_record
+
+    block = torch.zeros(32 * 2**20 // 4)  # 32 MiB that stay alive while the peak is read
+    assert peak_memory_bytes() >= block.numel() * 4
+    assert timing_record(None)["peak_memory_bytes"] == peak_memory_bytes()

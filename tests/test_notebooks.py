@@ -31,30 +31,44 @@ SMOKE = "outputs-smoke/arithmetic"
 
 def _stage_files(stage_item: str) -> dict:
     """Checkpoint folder and timing file of one stage item, as dvc.yaml passes them."""
-    return {"checkpoint_dir": f"{SMOKE}/checkpoints/{stage_item}", "timing_out": f"{SMOKE}/timing/{stage_item}.json"}
+    return {"checkpoint_dir": f"{SMOKE}/checkpoints/seed_0/{stage_item}",
+            "timing_out": f"{SMOKE}/timing/seed_0/{stage_item}.json"}
 
+
+def _unlearn(run: str) -> tuple:
+    """The unlearning notebook for one sweep (smoke params: one LR, 0.001, per sweep)."""
+    return ("unlearn", {"run": run, "out_dir": f"{RUNS_DIR}/unlearn/{run}/lr_0.001",
+                        "model_out": f"{MODELS}/unlearned/{run}/lr_0.001", **_stage_files(f"unlearn-{run}-lr_0.001")},
+            [f"{RUNS_DIR}/unlearn/{run}/lr_0.001/metrics.json", f"{MODELS}/unlearned/{run}/lr_0.001/model.safetensors"])
+
+
+MODELS, RUNS_DIR = f"{SMOKE}/models/seed_0", f"{SMOKE}/runs/seed_0"
 
 # (notebook, parameter overrides, files the run must write, relative to the working folder)
 RUNS = [
     ("data", {}, [f"{SMOKE}/data/manifest.json", f"{SMOKE}/data/tokenizer/tokenizer.json"]),
-    ("init", {}, [f"{SMOKE}/models/init/model.safetensors"]),
-    ("pretrain", {}, [f"{SMOKE}/pretrain/full/metrics.json", f"{SMOKE}/models/full/model.safetensors",
-                      f"{SMOKE}/timing/pretrain-full.json"]),
-    ("pretrain", {"model_name": "oracle", "out_dir": f"{SMOKE}/pretrain/oracle", "model_out": f"{SMOKE}/models/oracle",
+    ("init", {}, [f"{MODELS}/init/model.safetensors"]),
+    ("pretrain", {}, [f"{RUNS_DIR}/pretrain/full/metrics.json", f"{MODELS}/full/model.safetensors",
+                      f"{SMOKE}/timing/seed_0/pretrain-full.json"]),
+    ("pretrain", {"model_name": "oracle", "out_dir": f"{RUNS_DIR}/pretrain/oracle", "model_out": f"{MODELS}/oracle",
                   **_stage_files("pretrain-oracle")},
-     [f"{SMOKE}/pretrain/oracle/metrics.json", f"{SMOKE}/timing/pretrain-oracle.json"]),
-    ("unlearn", {}, [f"{SMOKE}/unlearn/MaxEnt/metrics.json", f"{SMOKE}/models/unlearned/model.safetensors",
-                     f"{SMOKE}/timing/unlearn-MaxEnt.json"]),
-    ("distill", {}, [f"{SMOKE}/undo/alpha_0.5/metrics.json", f"{SMOKE}/models/undo_0.5/model.safetensors",
-                     f"{SMOKE}/timing/undo-0.5.json"]),
-    ("distill", {"student": "random_init", "out_dir": f"{SMOKE}/distill", "model_out": f"{SMOKE}/models/distilled",
-                 **_stage_files("distill")},
-     [f"{SMOKE}/distill/metrics.json", f"{SMOKE}/timing/distill.json"]),
-    ("relearn", {}, [f"{SMOKE}/relearn/unlearned/lr_0.001/history.csv", f"{SMOKE}/timing/relearn-unlearned-lr_0.001.json"]),
-    ("relearn", {"model_name": "undo_0.5", "model_dir": f"{SMOKE}/models/undo_0.5",
-                 "out_dir": f"{SMOKE}/relearn/undo_0.5/lr_0.001", **_stage_files("relearn-undo_0.5-lr_0.001")},
-     [f"{SMOKE}/relearn/undo_0.5/lr_0.001/metrics.json", f"{SMOKE}/timing/relearn-undo_0.5-lr_0.001.json"]),
-    ("figures", {}, [f"{SMOKE}/figures/relearning_curves.png", f"{SMOKE}/figures/summary.json"]),
+     [f"{RUNS_DIR}/pretrain/oracle/metrics.json", f"{SMOKE}/timing/seed_0/pretrain-oracle.json"]),
+    ("unlearn", {}, [f"{RUNS_DIR}/unlearn/MaxEnt/lr_0.001/metrics.json",
+                     f"{MODELS}/unlearned/MaxEnt/lr_0.001/model.safetensors",
+                     f"{SMOKE}/timing/seed_0/unlearn-MaxEnt-lr_0.001.json"]),
+    *(_unlearn(run) for run in ("GradDiff", "RMU", "SAM", "RepNoise")),
+    ("teacher", {}, [f"{RUNS_DIR}/teachers/MaxEnt.json", f"{MODELS}/teacher_MaxEnt/model.safetensors"]),
+    ("distill", {}, [f"{RUNS_DIR}/undo/alpha_0.5/metrics.json", f"{MODELS}/undo_0.5/model.safetensors",
+                     f"{SMOKE}/timing/seed_0/undo-0.5.json"]),
+    ("distill", {"model_name": "match_full", "student": "full", "student_dir": f"{MODELS}/full",
+                 "teacher_dir": f"{MODELS}/oracle", "teacher_record": "", "out_dir": f"{RUNS_DIR}/match/full",
+                 "model_out": f"{MODELS}/match_full", **_stage_files("match-full")},
+     [f"{RUNS_DIR}/match/full/metrics.json", f"{SMOKE}/timing/seed_0/match-full.json"]),
+    ("relearn", {}, [f"{RUNS_DIR}/relearn/MaxEnt_lr_0.001/lr_0.001/history.csv",
+                     f"{SMOKE}/timing/seed_0/relearn-MaxEnt_lr_0.001.json"]),
+    ("relearn", {"model_name": "undo_0.5", "model_dir": f"{MODELS}/undo_0.5",
+                 "out_dir": f"{RUNS_DIR}/relearn/undo_0.5", **_stage_files("relearn-undo_0.5")},
+     [f"{RUNS_DIR}/relearn/undo_0.5/lr_0.001/metrics.json", f"{SMOKE}/timing/seed_0/relearn-undo_0.5.json"]),
 ]
 
 
@@ -99,10 +113,16 @@ def test_notebook_smoke_run(workdir, index):
 @pytest.mark.slow
 @pytest.mark.parametrize("smoke", [SMOKE, LANGUAGE_SMOKE])
 def test_smoke_metrics_are_complete(workdir, smoke):
-    metrics = json.loads((workdir / smoke / "undo/alpha_0.5/metrics.json").read_text())
-    for key in ("teacher", "final", "compute", "cost_fraction", "stopped_early", "reached_stop_rule"):
+    metrics = json.loads((workdir / smoke / "runs/seed_0/undo/alpha_0.5/metrics.json").read_text())
+    for key in ("teacher", "teacher_model", "final", "compute", "cost_fraction", "stopped_early", "reached_stop_rule"):
         assert key in metrics, f"UNDO metrics lack {key}"
     assert metrics["compute"]["tokens"] > 0
+    assert metrics["teacher_model"] == "MaxEnt_lr_0.001"
+    unlearned = json.loads((workdir / smoke / "runs/seed_0/unlearn/RMU/lr_0.001/metrics.json").read_text())
+    for key in ("reference", "retain_fraction", "collapsed", "method", "run"):
+        assert key in unlearned, f"unlearning metrics lack {key}"
+    sam = json.loads((workdir / smoke / "runs/seed_0/unlearn/SAM/lr_0.001/metrics.json").read_text())
+    assert sam["method"] == "MaxEnt" and sam["params"]["SAM"]["rho"] == 0.05
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
@@ -132,16 +152,22 @@ def test_rejected_runs_change_nothing(tmp_path, smoke_params_dict):
 
     broken_params = _execute_expecting_error(work, "pretrain", {"params_file": "broken.yaml"})
     missing_model = _execute_expecting_error(work, "pretrain", {})  # the init stage never ran
-    unknown_method = _execute_expecting_error(work, "unlearn", {"method": "GradDiff"})
+    unknown_method = _execute_expecting_error(work, "unlearn", {"run": "GradDif"})
+    outside_sweep = _execute_expecting_error(work, "unlearn", {"lr": 0.5})
+    impossible_alpha = _execute_expecting_error(work, "distill", {"alpha": 1.5})
 
     assert broken_params.ename == "ParamsError"
     assert "pretrain.arithmetic.lr" in broken_params.evalue
     assert "-0.5" in broken_params.evalue
     assert missing_model.ename == "FileNotFoundError"
-    assert "outputs-smoke/arithmetic/models/init/model.safetensors" in missing_model.evalue
-    assert "dvc repro arithmetic-init" in missing_model.evalue
+    assert "outputs-smoke/arithmetic/models/seed_0/init/model.safetensors" in missing_model.evalue
+    assert "dvc repro arithmetic-init@0" in missing_model.evalue
     assert unknown_method.ename == "KeyError"
-    assert "GradDiff" in unknown_method.evalue
+    assert "GradDif" in unknown_method.evalue and "GradDiff" in unknown_method.evalue
+    assert outside_sweep.ename == "ValueError"
+    assert "unlearn.arithmetic.MaxEnt.lrs" in outside_sweep.evalue and "0.5" in outside_sweep.evalue
+    assert impossible_alpha.ename == "ValueError"
+    assert "alpha=1.5" in impossible_alpha.evalue
     assert str(ROOT / "undo_lib") in "".join(missing_model.traceback), "the kernel imported another undo_lib"
     assert _snapshot(data) == before, "a rejected stage changed the data stage's outputs"
     assert sorted(p.name for p in (work / "outputs-smoke" / "arithmetic").iterdir()) == ["data"], \

@@ -30,10 +30,12 @@ def test_results_table_rows(tmp_path):
 
 
 def test_durations_grouped_by_stage(tmp_path):
-    _executed_notebook(tmp_path / "pretrain-full.ipynb", 60.0)
-    _executed_notebook(tmp_path / "pretrain-oracle.ipynb", 120.0)
+    (tmp_path / "seed_0").mkdir()
+    _executed_notebook(tmp_path / "seed_0" / "pretrain-full.ipynb", 60.0)
+    _executed_notebook(tmp_path / "seed_0" / "pretrain-oracle.ipynb", 120.0)
     _executed_notebook(tmp_path / "figures.ipynb", 30.0)
-    assert stage_durations(tmp_path) == [("figures", 30.0), ("pretrain-full", 60.0), ("pretrain-oracle", 120.0)]
+    assert stage_durations(tmp_path) == [("figures.ipynb", 30.0), ("seed_0/pretrain-full.ipynb", 60.0),
+                                         ("seed_0/pretrain-oracle.ipynb", 120.0)]
     table = durations_table(tmp_path)
     assert "| pretrain | 2 | 3.0 |" in table
     assert "| **total** | 3 | **3.5** |" in table
@@ -41,17 +43,17 @@ def test_durations_grouped_by_stage(tmp_path):
 
 def test_durations_only_locked_notebooks(tmp_path):
     notebooks = tmp_path / "outputs" / "language" / "notebooks"
-    notebooks.mkdir(parents=True)
-    _executed_notebook(notebooks / "undo-0.5.ipynb", 60.0)
-    _executed_notebook(notebooks / "undo-0.3.ipynb", 600.0)  # left from an earlier run
-    lock = {"schema": "2.0", "stages": {"language-undo@0.5": {"outs": [
-        {"path": "outputs/language/notebooks/undo-0.5.ipynb", "md5": "0"},
-        {"path": "outputs/language/undo/alpha_0.5/metrics.json", "md5": "0"}]}}}
+    (notebooks / "seed_0").mkdir(parents=True)
+    _executed_notebook(notebooks / "seed_0" / "undo-0.5.ipynb", 60.0)
+    _executed_notebook(notebooks / "seed_0" / "undo-0.3.ipynb", 600.0)  # left from an earlier run
+    lock = {"schema": "2.0", "stages": {"language-undo@0-0.5": {"outs": [
+        {"path": "outputs/language/notebooks/seed_0/undo-0.5.ipynb", "md5": "0"},
+        {"path": "outputs/language/runs/seed_0/undo/alpha_0.5/metrics.json", "md5": "0"}]}}}
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
 
     only = locked_notebooks(tmp_path / "dvc.lock", notebooks)
 
-    assert only == {"undo-0.5.ipynb"}
+    assert only == {"seed_0/undo-0.5.ipynb"}
     assert "| undo | 1 | 1.0 |" in durations_table(notebooks, only)
 
 

@@ -69,6 +69,28 @@ class RelativeLossStopRule(RetainStopRule):
         return metrics["retain"] <= self.threshold
 
 
+class MatchingStopRule:
+    """Oracle matching (E1): the retain rule, and the forget metric within ``margin`` of the teacher's.
+
+    A student that starts from the full model already meets the retain rule at step 0, so matching
+    the oracle also needs the forget metric to reach the oracle's: within ``margin`` absolute for
+    accuracies, relative for cross-entropies (the same margin kind as the retain rule).
+    """
+
+    def __init__(self, retain_rule: RetainStopRule, teacher_forget: float, margin: float, relative: bool):
+        self.retain_rule, self.teacher_forget = retain_rule, teacher_forget
+        self.tolerance = margin * abs(teacher_forget) if relative else margin
+        self.consecutive, self.streak = retain_rule.consecutive, 0
+
+    def holds(self, metrics: dict) -> bool:
+        close = abs(metrics["forget"] - self.teacher_forget) <= self.tolerance
+        return self.retain_rule.holds(metrics) and close
+
+    def __call__(self, metrics: dict) -> bool:
+        self.streak = self.streak + 1 if self.holds(metrics) else 0
+        return self.streak >= self.consecutive
+
+
 STUDENTS = ("random_init", "full", "undo")  # Unlearn-and-Distill or oracle matching, oracle matching, UNDO
 
 

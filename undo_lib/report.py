@@ -50,8 +50,9 @@ def results_table(summary_path: str | Path) -> str:
 
 
 def locked_notebooks(lock_path: str | Path, notebooks_dir: str | Path) -> set[str] | None:
-    """Return the names of the executed notebooks in ``notebooks_dir`` that ``dvc.lock`` lists as outputs.
+    """Return the executed notebooks under ``notebooks_dir`` that ``dvc.lock`` lists as outputs.
 
+    Paths are relative to ``notebooks_dir`` (``data.ipynb``, ``seed_0/pretrain-full.ipynb``).
     Returns None when there is no lock file. A notebook left by an earlier run with other alphas or
     LRs is in the folder but not in the lock file.
     """
@@ -61,29 +62,37 @@ def locked_notebooks(lock_path: str | Path, notebooks_dir: str | Path) -> set[st
     folder = Path(notebooks_dir).resolve()
     stages = yaml.safe_load(lock_path.read_text()).get("stages", {})
     outs = [Path(lock_path.parent, out["path"]).resolve() for body in stages.values() for out in body.get("outs", [])]
-    return {path.name for path in outs if path.parent == folder and path.suffix == ".ipynb"}
+    return {path.relative_to(folder).as_posix() for path in outs
+            if path.suffix == ".ipynb" and path.is_relative_to(folder)}
 
 
 def stage_durations(notebooks_dir: str | Path, only: set[str] | None = None) -> list[tuple[str, float]]:
-    """Read (stage, seconds) of each executed notebook from Papermill's recorded duration.
+    """Read (notebook path, seconds) of each executed notebook from Papermill's recorded duration.
 
-    ``only``: notebook file names to read (see ``locked_notebooks``); None reads every notebook.
+    ``only``: notebook paths relative to ``notebooks_dir`` to read (see ``locked_notebooks``);
+    None reads every notebook, in subfolders too.
     """
-    rows = []
-    for path in sorted(Path(notebooks_dir).glob("*.ipynb")):
-        if only is not None and path.name not in only:
+    root, rows = Path(notebooks_dir), []
+    for path in sorted(root.rglob("*.ipynb")):
+        name = path.relative_to(root).as_posix()
+        if only is not None and name not in only:
             continue
         meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
         if meta.get("duration") is not None:
-            rows.append((path.stem, float(meta["duration"])))
+            rows.append((name, float(meta["duration"])))
     return rows
+
+
+def stage_kind(notebook: str) -> str:
+    """The kind of stage an executed notebook belongs to: ``seed_0/relearn-MaxEnt_lr_0.001.ipynb`` -> relearn."""
+    return Path(notebook).stem.split("-")[0]
 
 
 def durations_table(notebooks_dir: str | Path, only: set[str] | None = None) -> str:
     """Format stage wall times as a Markdown table, grouped by kind of stage, with the total."""
     groups: dict[str, list[float]] = {}
     for name, seconds in stage_durations(notebooks_dir, only):
-        groups.setdefault(name.split("-")[0], []).append(seconds)
+        groups.setdefault(stage_kind(name), []).append(seconds)
     lines = ["| stage | runs | minutes |", "|---|---|---|"]
     for kind, times in groups.items():
         lines.append(f"| {kind} | {len(times)} | {sum(times) / 60:.1f} |")

@@ -71,12 +71,19 @@ def make_evaluator(params: Params, setting: str, tokenizer, data_dir: str | Path
     return LanguageEvaluator(tokenizer, english, korean, params.data[setting].seq_len, evaluate.batch_size)
 
 
-def make_stop_rule(setting: str, teacher_metrics: dict, section: DistillParams):
-    """Build UNDO's early-stop rule against the teacher's retain metric measured before distillation."""
-    from undo_lib.distill import RelativeLossStopRule, RetainStopRule
+def make_stop_rule(setting: str, teacher_metrics: dict, section: DistillParams, match_forget: bool = False):
+    """Build UNDO's early-stop rule against the teacher's metrics measured before distillation.
 
-    rule = RetainStopRule if metric_spec(setting).higher_is_better else RelativeLossStopRule
-    return rule(teacher_metrics["retain"], section.stop_margin, section.stop_consecutive)
+    ``match_forget`` (oracle matching, E1) also requires the forget metric to reach the teacher's.
+    """
+    from undo_lib.distill import MatchingStopRule, RelativeLossStopRule, RetainStopRule
+
+    accuracy = metric_spec(setting).higher_is_better
+    rule = (RetainStopRule if accuracy else RelativeLossStopRule)(
+        teacher_metrics["retain"], section.stop_margin, section.stop_consecutive)
+    if match_forget:
+        return MatchingStopRule(rule, teacher_metrics["forget"], section.stop_margin, relative=not accuracy)
+    return rule
 
 
 def check_relearn_domain(setting: str, records: list[dict]) -> None:
