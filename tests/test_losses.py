@@ -8,7 +8,7 @@ import torch
 from undo_lib.config import MaxEntParams
 from undo_lib.losses import causal_ce, forward_kl, kl_from_uniform, lm_loss
 from undo_lib.methods import get_method
-from undo_lib.methods.maxent import maxent_loss
+from undo_lib.methods.maxent import make_maxent_loss, maxent_loss
 
 # One sequence of 3 positions over a vocabulary of 3: position t predicts input_ids[t + 1].
 LOGITS = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0], [2.0, 2.0, 2.0]]
@@ -300,7 +300,10 @@ def test_maxent_sums_two_terms(tiny_model, tokenizer, retain_weight):
 
 
 def test_get_method_maxent():
-    assert get_method("MaxEnt") is maxent_loss
+    method = get_method("MaxEnt")
+
+    assert method.params_type is MaxEntParams
+    assert method.make_loss is make_maxent_loss
 
 
 def test_get_method_unknown_lists():

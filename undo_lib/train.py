@@ -1,7 +1,8 @@
 """The one training loop shared by pretraining, unlearning, distillation and relearning.
 
 AdamW (betas 0.9/0.999, eps 1e-8), linear warmup then cosine decay from ``lr`` to ``min_lr``
-(constant when they are equal), gradient accumulation and clipping. Every step records tokens and
+(constant when they are equal), gradient accumulation and clipping, and optionally SAM
+(``sam_rho`` > 0, see ``undo_lib.sam``). Every step records tokens and
 FLOPs; evaluation runs at step 0, every ``eval_every`` steps and at the end; an optional stop rule
 ends training early. A non-finite loss or gradient raises ``DivergenceError`` at the step it appears.
 
@@ -22,6 +23,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from undo_lib import sam
 from undo_lib.checkpoint import checkpoint_fingerprint, load_checkpoint, save_checkpoint
 from undo_lib.config import TrainParams
 from undo_lib.data import count_tokens
@@ -132,9 +134,35 @@ def _resume(state: dict, batches: Iterator[dict], should_stop: StopFn | None) ->
     return progress
 
 
+def _forward_backward(model, loss_fn: LossFn, batch: dict, params: TrainParams, step: int, lr: float,
+                      history: list[dict], logs: dict[str, float]) -> float:
+    """Backpropagate one micro-batch's share of the step loss, add its logs to ``logs`` and return that share."""
+    loss, micro_logs = loss_fn(model, batch)
+    if not torch.isfinite(loss):
+        raise DivergenceError(step, lr, "the loss", history)
+    (loss / params.grad_accum).backward()
+    for k, v in micro_logs.items():
+        logs[k] = logs.get(k, 0.0) + v / params.grad_accum
+    return loss.item() / params.grad_accum
+
+
+def _sam_gradient(model, loss_fn: LossFn, micro_batches: list[dict], trainable, params: TrainParams, step: int,
+                  lr: float, history: list[dict]) -> None:
+    """Replace the gradients at theta by those at theta + eps (SAM), computed on the same micro-batches."""
+    saved, grad_norm = sam.ascend(trainable, params.sam_rho)
+    if not torch.isfinite(grad_norm):
+        raise DivergenceError(step, lr, "the gradient norm", history)
+    for batch in micro_batches:
+        _forward_backward(model, loss_fn, batch, params, step, lr, history, logs={})
+    sam.descend(trainable, saved)
+
+
 def _step(model, loss_fn: LossFn, batches: Iterator[dict], optimizer, trainable, params: TrainParams,
           step: int, flops_per_token: float, progress: _Progress) -> dict:
-    """Run optimizer step ``step`` (all its micro-batches) and return its history row without eval columns."""
+    """Run optimizer step ``step`` (all its micro-batches) and return its history row without eval columns.
+
+    The logged loss and logs are those at the weights before the step, also under SAM.
+    """
     device = next(model.parameters()).device
     result = progress.result
     lr = lr_at(step - 1, params)
@@ -144,17 +172,18 @@ def _step(model, loss_fn: LossFn, batches: Iterator[dict], optimizer, trainable,
     # Forward and backward over the micro-batches of this step
     logs: dict[str, float] = {}
     loss_sum = 0.0
+    micro_batches = []  # kept for SAM's second pass only
     for _ in range(params.grad_accum):
         batch = _to_device(next(batches), device)
         progress.batches_drawn += 1
-        loss, micro_logs = loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise DivergenceError(step, lr, "the loss", result.history)
-        (loss / params.grad_accum).backward()
-        loss_sum += loss.item() / params.grad_accum
-        for k, v in micro_logs.items():
-            logs[k] = logs.get(k, 0.0) + v / params.grad_accum
+        loss_sum += _forward_backward(model, loss_fn, batch, params, step, lr, result.history, logs)
         result.tokens += count_tokens(batch)
+        if params.sam_rho > 0:
+            micro_batches.append(batch)
+
+    # SAM: take the gradient again at theta + eps (the first-order worst point within sam_rho)
+    if params.sam_rho > 0:
+        _sam_gradient(model, loss_fn, micro_batches, trainable, params, step, lr, result.history)
 
     # Clip, check and step
     max_norm = params.max_grad_norm if params.max_grad_norm > 0 else float("inf")
@@ -191,6 +220,8 @@ def train(
             else with ``n`` calls to ``next``.
         params: steps, batch, LR schedule, clipping, evaluation and checkpoint cadence.
         flops_per_token: compute per token of a micro-batch (6N to train, + 2N per teacher forward).
+            Tokens count once per micro-batch, so under SAM (two forward and backward passes per
+            micro-batch) pass the FLOPs of both passes.
         evaluate: called on eval steps; its metrics join that step's history row.
         should_stop: called with the metrics of each eval step after step 0; True ends training.
         checkpoint_dir: folder for the checkpoint when ``params.checkpoint_every`` > 0. The caller
