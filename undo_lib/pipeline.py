@@ -39,7 +39,7 @@ HEADER = """\
 CORE = ("config", "settings", "io", "runtime", "model", "tokenizer", "data", "evaluate", "losses",
         "checkpoint", "resources", "prepare", "prepare_language", "language", "arithmetic", "templates",
         "distill")
-TRAINING = CORE + ("train", "compute", "noise")
+TRAINING = CORE + ("train", "sam", "compute", "noise")
 FIGURES = ("config", "settings", "io", "plots", "experiments", "relearn", "train", "checkpoint", "data", "distill")
 
 ATTACKED = ("full", "oracle", "match_full", "match_random_init", *(f"distilled_{m}" for m in METHOD_NAMES))
