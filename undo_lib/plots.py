@@ -1,29 +1,21 @@
-"""Figures and the summary table of one setting, read from the stage output tree.
+"""Figures of experiments E1-E4 of Lee et al. (arXiv 2506.06278), drawn from ``undo_lib.experiments``.
 
-The loaders read ``outputs/<setting>`` as the pipeline stages write it:
-
-- ``pretrain/full/metrics.json``, ``pretrain/oracle/metrics.json``,
-  ``unlearn/<method>/metrics.json``, ``distill/metrics.json`` (Unlearn-and-Distill) and
-  ``undo/alpha_<a>/metrics.json`` (one per UNDO alpha);
-- ``relearn/<model>/lr_<lr>/history.csv`` and ``metrics.json``, one folder per attacked model and
-  attack learning rate.
-
-Model names follow the relearn folders: ``full``, ``oracle``, ``unlearned``, ``distilled`` and
-``undo_<a>``. Every figure function returns a :class:`matplotlib.figure.Figure` built without
-pyplot, so nothing is shown and no global figure state is left behind. The worst case over learning
-rates (``undo_lib.relearn.worst_case``) uses a diverged attack's evaluations before its divergence
-only, and every figure that plots the worst case lists the diverged attacks in a note.
+Every figure function returns a :class:`matplotlib.figure.Figure` built without pyplot, so nothing
+is shown and no global figure state is left behind. Curves show the mean over seeds of the worst
+case over attack LRs, with a band from the min to the max over seeds; points show the mean with
+min-max error bars. With one seed there is no band, and each figure's title names the seeds it
+shows. Figures that plot the worst case list the diverged attacks behind it in a note.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import textwrap
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,464 +24,99 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from undo_lib.io import read_json, remove_stale_temporaries
+from undo_lib.experiments import (DATA_FILTERING, FULL, UNDO, UNLEARN, UNLEARN_AND_DISTILL, Curves, model_family,
+                                  model_label, sort_models, undo_alpha, unlearn_role)
+from undo_lib.io import remove_stale_temporaries
+from undo_lib.settings import MetricSpec
 
 logger = logging.getLogger(__name__)
 
-MODEL_ORDER = ("full", "oracle", "unlearned", "distilled")  # UNDO models follow, by alpha
-UNDO_PREFIX = "undo_"
-
-_LABELS = {
-    "full": "Full model",
-    "oracle": "Oracle (data filtering)",
-    "unlearned": "Unlearned (MaxEnt)",
-    "distilled": "Unlearn-and-Distill",
+FAMILY_STYLES = {
+    FULL: {"color": "0.55", "linestyle": "-", "marker": "s"},
+    DATA_FILTERING: {"color": "black", "linestyle": "--", "marker": "o"},
+    "GradDiff": {"color": "tab:orange", "linestyle": "-", "marker": "^"},
+    "MaxEnt": {"color": "tab:red", "linestyle": "-", "marker": "v"},
+    "RMU": {"color": "tab:purple", "linestyle": "-", "marker": "P"},
+    "SAM": {"color": "tab:brown", "linestyle": "-", "marker": "X"},
+    "RepNoise": {"color": "tab:pink", "linestyle": "-", "marker": "h"},
+    UNLEARN_AND_DISTILL: {"color": "tab:blue", "linestyle": "-", "marker": "D"},
+    UNDO: {"color": colormaps["Greens"](0.75), "linestyle": "-", "marker": "o"},
 }
-_STYLES = {
-    "full": {"color": "0.55", "linestyle": "-", "marker": "s"},
-    "oracle": {"color": "black", "linestyle": "--", "marker": "o"},
-    "unlearned": {"color": "tab:red", "linestyle": "-", "marker": "v"},
-    "distilled": {"color": "tab:blue", "linestyle": "-", "marker": "D"},
+MATCH_STYLES = {
+    "match_full": {"color": "tab:olive", "linestyle": "-", "marker": "s"},
+    "match_random_init": {"color": "tab:cyan", "linestyle": "-", "marker": "o"},
 }
 UNDO_COLORMAP = "Greens"  # alpha 0 maps to the light end, alpha 1 to the dark end
-UNDO_LINE_SHADE = 0.7  # shade of the line that joins the UNDO points
 LR_COLORMAP = "plasma"
-
-# Oracle and unlearned forget accuracies closer than this leave relative robustness undefined.
-MIN_REFERENCE_GAP = 1e-9
-ACCURACY_LIMITS = (-0.02, 1.02)  # [0, 1] plus a margin, so lines at 0 or 1 stay visible
-NOTE_WIDTH = 90  # characters per line of a figure note
-FORGET_EQUATION_COLUMNS = ("acc/multiplication/equation", "acc/division/equation")
+FAILED_COLOR = "0.6"  # edge colour of collapsed unlearning runs, drawn hollow
+BAND_OPACITY = 0.18
+NOTE_WIDTH = 110  # characters per line of a figure note
+MAX_LISTED_DIVERGED = 8  # diverged attacks named in a figure note; summary.json lists all
 
 
 # ----------------------------------------------------------------------------------------------
-# Model names, labels and styles
-
-
-
-def undo_alpha(name: str) -> float | None:
-    """Return the alpha of an UNDO model name (``undo_0.3`` gives 0.3), or None for other models."""
-    if not name.startswith(UNDO_PREFIX):
-        return None
-    try:
-        return float(name[len(UNDO_PREFIX):])
-    except ValueError:
-        return None
-
-
-def model_sort_key(name: str) -> tuple[int, float, str]:
-    """Sort key that puts the models of MODEL_ORDER first, then UNDO by alpha, then the rest."""
-    if name in MODEL_ORDER:
-        return (MODEL_ORDER.index(name), 0.0, name)
-    alpha = undo_alpha(name)
-    if alpha is not None:
-        return (len(MODEL_ORDER), alpha, name)
-    return (len(MODEL_ORDER) + 1, 0.0, name)
-
-
-def sort_models(names: Iterable[str]) -> list[str]:
-    """Return the distinct model names in display order."""
-    return sorted(set(names), key=model_sort_key)
-
-
-def model_label(name: str) -> str:
-    """Return the display label of a model name, or the name itself when it is unknown."""
-    if name in _LABELS:
-        return _LABELS[name]
-    if undo_alpha(name) is not None:
-        return f"UNDO α={name[len(UNDO_PREFIX):]}"
-    return name
+# Labels, styles and notes
 
 
 def model_style(name: str) -> dict:
-    """Return matplotlib ``color``, ``linestyle`` and ``marker`` keywords for a model.
+    """Return matplotlib ``color``, ``linestyle`` and ``marker`` keywords for a model or role name.
 
-    UNDO models get a colour from the sequential UNDO_COLORMAP by alpha, so the same alpha has the
-    same colour in every figure. Unknown models get grey dotted lines.
+    A teacher role takes its method's style, and UNDO models get a shade of UNDO_COLORMAP by
+    alpha, so the same alpha has the same colour in every figure. Unknown names get grey dots.
     """
-    if name in _STYLES:
-        return dict(_STYLES[name])
+    if name in MATCH_STYLES:
+        return dict(MATCH_STYLES[name])
     alpha = undo_alpha(name)
     if alpha is not None:
         shade = 0.4 + 0.55 * min(max(alpha, 0.0), 1.0)
         return {"color": colormaps[UNDO_COLORMAP](shade), "linestyle": "-", "marker": "o"}
+    family = model_family(name)
+    if family == UNLEARN:
+        family = name.removeprefix("unlearn_")
+    if family in FAMILY_STYLES:
+        return dict(FAMILY_STYLES[family])
     return {"color": "0.3", "linestyle": ":", "marker": "."}
 
 
-def _lr_text(lr: float) -> str:
-    return f"lr={lr:g}"
+def seed_note(seeds: Sequence[int]) -> str:
+    """Describe what the curves and points show over ``seeds``."""
+    if len(seeds) == 1:
+        return f"one seed (seed {seeds[0]}), so no band over seeds"
+    return f"mean over seeds {', '.join(map(str, seeds))}; bands and error bars span min to max over seeds"
 
 
-# ----------------------------------------------------------------------------------------------
-# Loaders
+def forget_axis_label(spec: MetricSpec, when: str) -> str:
+    """Return the forget-metric axis label, saying which direction means more forgotten."""
+    direction = "lower" if spec.higher_is_better else "higher"
+    return f"{spec.forget_label} {when}\n({direction} = more forgotten)"
 
 
-def _matches_any(value: float, allowed: Sequence[float]) -> bool:
-    return any(math.isclose(value, a, rel_tol=1e-9, abs_tol=1e-12) for a in allowed)
+def retain_axis_label(spec: MetricSpec) -> str:
+    """Return the retain-metric axis label, saying which direction is better."""
+    direction = "higher" if spec.higher_is_better else "lower"
+    return f"{spec.retain_label} before the attack\n({direction} is better)"
 
 
-def _parse_lr(folder: Path) -> float:
-    try:
-        return float(folder.name.removeprefix("lr_"))
-    except ValueError:
-        raise ValueError(
-            f"invalid relearn run folder {folder}: expected a name like lr_0.001. "
-            f"Remove or rename the folder."
-        ) from None
-
-
-def _to_bool(value: object) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    if isinstance(value, (int, float, np.number)):
-        return bool(value) and not math.isnan(float(value))
-    return False
-
-
-def _diverged_flags(frame: pd.DataFrame, metrics_path: Path) -> pd.Series:
-    """Return per-row diverged flags, taken from the run's metrics.json when the csv has no such column."""
-    if "diverged" in frame.columns:
-        return frame["diverged"].map(_to_bool).astype(bool)
-    run_diverged = metrics_path.is_file() and _to_bool(read_json(metrics_path).get("diverged"))
-    return pd.Series(run_diverged, index=frame.index, dtype=bool)
-
-
-def _read_history(path: Path, model: str, lr: float) -> pd.DataFrame:
-    frame = pd.read_csv(path)
-    if "model" in frame.columns and not frame["model"].dropna().astype(str).eq(model).all():
-        logger.warning("%s: the model column differs from the folder name %r, so the folder name is used", path, model)
-    # The folder names identify the run, so they replace the csv's model and lr columns.
-    frame["model"] = model
-    frame["lr"] = lr
-    frame["diverged"] = _diverged_flags(frame, path.parent / "metrics.json")
-    return frame
-
-
-def _is_selected(model: str, lr: float, alphas: Sequence[float] | None, lrs: Sequence[float] | None) -> bool:
-    alpha = undo_alpha(model)
-    if alphas is not None and alpha is not None and not _matches_any(alpha, alphas):
-        logger.info("ignoring relearn/%s: alpha %g is not in the configured alphas %s", model, alpha, list(alphas))
-        return False
-    if lrs is not None and not _matches_any(lr, lrs):
-        logger.info("ignoring relearn/%s/lr_%g: the LR is not in the configured grid %s", model, lr, list(lrs))
-        return False
-    return True
-
-
-def _sort_rows(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Sort by model display order, then by ``columns``."""
-    order = {name: i for i, name in enumerate(sort_models(frame["model"]))}
-    ranked = frame.assign(_model_rank=frame["model"].map(order))
-    ranked = ranked.sort_values(["_model_rank", *columns], kind="stable")
-    return ranked.drop(columns="_model_rank").reset_index(drop=True)
-
-
-def _warn_missing_runs(histories: pd.DataFrame, alphas: Sequence[float] | None, lrs: Sequence[float] | None) -> None:
-    if alphas is not None:
-        found = [a for a in (undo_alpha(m) for m in histories["model"].unique()) if a is not None]
-        for alpha in alphas:
-            if not _matches_any(alpha, found):
-                logger.warning("no relearning attack found for UNDO alpha %g", alpha)
-    if lrs is not None:
-        for model, runs in histories.groupby("model"):
-            missing = [lr for lr in lrs if not _matches_any(lr, list(runs["lr"].unique()))]
-            if missing:
-                logger.warning("relearn/%s has no run for LRs %s, so its worst case covers fewer LRs", model, missing)
-
-
-def load_relearn_histories(
-    root: str | Path,
-    alphas: Sequence[float] | None = None,
-    lrs: Sequence[float] | None = None,
-) -> pd.DataFrame:
-    """Read and concatenate every ``relearn/<model>/lr_<lr>/history.csv`` under ``root``.
-
-    Args:
-        root: stage output root of one setting, such as ``outputs/arithmetic``.
-        alphas: if given, UNDO runs whose alpha is not listed are skipped (stale folders of an
-            earlier configuration), and listed alphas without a run are logged as warnings.
-        lrs: the same filter and warning for attack learning rates.
-
-    Returns:
-        All rows, with ``model`` and ``lr`` taken from the folder names and a boolean ``diverged``
-        column, sorted by model display order, LR and step.
-
-    Raises:
-        FileNotFoundError: no history.csv under ``root/relearn`` (after filtering).
-        ValueError: a run folder name is not ``lr_<number>``.
-    """
-    relearn_dir = Path(root) / "relearn"
-    frames = []
-    for path in sorted(relearn_dir.glob("*/lr_*/history.csv")):
-        model = path.parent.parent.name
-        lr = _parse_lr(path.parent)
-        if _is_selected(model, lr, alphas, lrs):
-            frames.append(_read_history(path, model, lr))
-    if not frames:
-        raise FileNotFoundError(
-            f"no relearning histories found under {relearn_dir} (expected "
-            f"relearn/<model>/lr_<lr>/history.csv). Run the relearn stages first (dvc repro)."
-        )
-    histories = _sort_rows(pd.concat(frames, ignore_index=True), ["lr", "step"])
-    _warn_missing_runs(histories, alphas, lrs)
-    logger.info("read %d relearning runs of %d models from %s", len(frames), histories["model"].nunique(), relearn_dir)
-    return histories
-
-
-def _stage_metric_paths(root: Path, unlearn_method: str, alphas: Sequence[float] | None) -> dict[str, Path]:
-    paths = {
-        "full": root / "pretrain" / "full" / "metrics.json",
-        "oracle": root / "pretrain" / "oracle" / "metrics.json",
-        "unlearned": root / "unlearn" / unlearn_method / "metrics.json",
-        "distilled": root / "distill" / "metrics.json",
-    }
-    found_alphas = []
-    for folder in sorted((root / "undo").glob("alpha_*")):
-        name = UNDO_PREFIX + folder.name[len("alpha_"):]
-        alpha = undo_alpha(name)
-        if alpha is None:
-            logger.warning("ignoring %s: the folder name is not alpha_<number>", folder)
-            continue
-        if alphas is not None and not _matches_any(alpha, alphas):
-            logger.info("ignoring %s: alpha %g is not in the configured alphas %s", folder, alpha, list(alphas))
-            continue
-        found_alphas.append(alpha)
-        paths[name] = folder / "metrics.json"
-    for alpha in alphas or ():
-        if not _matches_any(alpha, found_alphas):
-            logger.warning("no UNDO output folder found for alpha %g under %s", alpha, root / "undo")
-    return paths
-
-
-def load_stage_metrics(
-    root: str | Path,
-    unlearn_method: str = "MaxEnt",
-    alphas: Sequence[float] | None = None,
-) -> dict[str, dict]:
-    """Read the metrics.json of every model stage under ``root``.
-
-    Args:
-        root: stage output root of one setting, such as ``outputs/arithmetic``.
-        unlearn_method: folder under ``unlearn/`` whose model is the unlearned teacher.
-        alphas: if given, only these UNDO alphas are read; missing ones are logged as warnings.
-
-    Returns:
-        Parsed metrics keyed by model name (full, oracle, unlearned, distilled, undo_<a>), in
-        display order. A missing file is logged as a warning and its model is left out.
-
-    Raises:
-        FileNotFoundError: none of the expected metrics.json files exists.
-    """
-    root = Path(root)
-    metrics = {}
-    for name, path in _stage_metric_paths(root, unlearn_method, alphas).items():
-        if path.is_file():
-            metrics[name] = read_json(path)
-        else:
-            logger.warning("stage metrics for %s not found at %s, so its pre-attack values will be missing", name, path)
-    if not metrics:
-        raise FileNotFoundError(
-            f"no stage metrics found under {root} (expected pretrain/full/metrics.json, "
-            f"unlearn/{unlearn_method}/metrics.json, ...). Run the pipeline first (dvc repro)."
-        )
-    return {name: metrics[name] for name in sort_models(metrics)}
-
-
-# ----------------------------------------------------------------------------------------------
-# Worst case, diverged runs and robustness numbers
-
-
-def diverged_runs(histories: pd.DataFrame) -> pd.DataFrame:
-    """List the diverged attacks as rows (model, lr, step), step being the first diverged step."""
-    flagged = histories[histories["diverged"].astype(bool)]
-    if flagged.empty:
-        return pd.DataFrame({"model": pd.Series(dtype=str), "lr": pd.Series(dtype=float),
-                             "step": pd.Series(dtype=int)})
-    runs = flagged.groupby(["model", "lr"], as_index=False)["step"].min()
-    return _sort_rows(runs[["model", "lr", "step"]], ["lr"])
-
-
-def diverged_note(diverged: pd.DataFrame | None) -> str:
-    """Return a one-paragraph note listing diverged attacks, or "" when there are none."""
+def diverged_note(diverged: pd.DataFrame | None, max_listed: int = MAX_LISTED_DIVERGED) -> str:
+    """Return a note listing diverged attacks, or "" when there are none."""
     if diverged is None or diverged.empty:
         return ""
-    runs = [f"{model_label(r.model)} @ {_lr_text(r.lr)} (step {int(r.step)})" for r in diverged.itertuples()]
-    return ("Diverged attacks (only their steps before the divergence enter the worst case): "
-            + "; ".join(runs) + ".")
+    runs = [f"seed {int(r.seed)} {model_label(r.model)} @ lr={r.lr:g} (step {int(r.step)})"
+            for r in diverged.head(max_listed).itertuples()]
+    more = f"; and {len(diverged) - max_listed} more (see summary.json)" if len(diverged) > max_listed else ""
+    return ("Diverged attacks (only their evaluations before the divergence enter the worst case): "
+            + "; ".join(runs) + more + ".")
 
 
-def worst_case_at(worst: pd.DataFrame, step: int) -> pd.DataFrame:
-    """Return, per model, the worst-case row at the last evaluated step <= ``step``.
-
-    Args:
-        worst: output of ``undo_lib.relearn.worst_case`` (model, step, metric, best_lr).
-        step: attack step to read.
-
-    Returns:
-        The selected rows indexed by model. A model without an evaluation at or before ``step``
-        is absent.
-    """
-    eligible = worst[worst["step"] <= step].sort_values(["model", "step"])
-    return eligible.groupby("model").tail(1).set_index("model")
-
-
-def robustness_at(worst: pd.DataFrame, step: int, metric: str = "forget") -> pd.Series:
-    """Return the worst-case ``metric`` per model at ``step`` (or the last evaluated step before it)."""
-    return worst_case_at(worst, step)[metric]
-
-
-def relative_robustness(value, oracle_value: float | None, unlearned_value: float | None):
-    """Compute (value - unlearned) / (oracle - unlearned) for post-attack forget accuracies.
-
-    1 means as robust as the oracle and 0 as robust as the unlearned model. ``value`` may be a
-    float, an array or a Series, and the result has the same shape. The result is NaN where the
-    reference values are missing or closer than MIN_REFERENCE_GAP (see ``reference_gap_note``).
-    """
-    oracle = _as_float(oracle_value)
-    unlearned = _as_float(unlearned_value)
-    gap = oracle - unlearned
-    if not math.isfinite(gap) or abs(gap) < MIN_REFERENCE_GAP:
-        return value * np.nan
-    return (value - unlearned) / gap + 0.0  # adding 0.0 turns -0.0 into 0.0
-
-
-def reference_gap_note(oracle_value: float | None, unlearned_value: float | None) -> str:
-    """Explain why relative robustness is undefined, or return "" when it is defined."""
-    oracle = _as_float(oracle_value)
-    unlearned = _as_float(unlearned_value)
-    if not math.isfinite(oracle) or not math.isfinite(unlearned):
-        return "Relative robustness is undefined: the oracle or unlearned attack result is missing."
-    if abs(oracle - unlearned) < MIN_REFERENCE_GAP:
-        return (f"Relative robustness is undefined: the oracle and the unlearned model have the same "
-                f"forget metric after the attack ({oracle:.3f}).")
-    return ""
-
-
-def _as_float(value: object) -> float:
-    if value is None:
-        return math.nan
-    return float(value)
-
-
-# ----------------------------------------------------------------------------------------------
-# Summary table
-
-
-def _cost_fraction(name: str, record: Mapping, oracle_compute: Mapping) -> dict[str, float]:
-    """Return the cost of a model as fractions of oracle pretraining FLOPs and tokens.
-
-    Distilled and UNDO models report it in their metrics.json. The oracle costs 1 by definition,
-    the unlearned model costs its unlearning run, and the full model has no cost (NaN).
-    """
-    fraction = record.get("cost_fraction")
-    if fraction is not None:
-        return {"flops": _as_float(fraction.get("flops")), "tokens": _as_float(fraction.get("tokens"))}
-    if name == "oracle":
-        return {"flops": 1.0, "tokens": 1.0}
-    if name == "unlearned":
-        compute = record.get("compute", {})
-        return {key: _ratio(compute.get(key), oracle_compute.get(key)) for key in ("flops", "tokens")}
-    return {"flops": math.nan, "tokens": math.nan}
-
-
-def _ratio(numerator: object, denominator: object) -> float:
-    top, bottom = _as_float(numerator), _as_float(denominator)
-    return top / bottom if math.isfinite(bottom) and bottom > 0 else math.nan
-
-
-def _attack_fields(name: str, at_step: pd.DataFrame, last: pd.DataFrame) -> dict:
-    fields = {"forget_at_step": math.nan, "step_used": math.nan, "best_lr_at_step": math.nan,
-              "forget_last": math.nan, "last_step": math.nan}
-    if name in at_step.index:
-        row = at_step.loc[name]
-        fields.update(forget_at_step=row["forget"], step_used=row["step"], best_lr_at_step=row["best_lr"])
-    if name in last.index:
-        fields.update(forget_last=last.loc[name, "forget"], last_step=last.loc[name, "step"])
-    return fields
-
-
-def _summary_row(name: str, record: Mapping, at_step: pd.DataFrame, last: pd.DataFrame,
-                 oracle_compute: Mapping) -> dict:
-    final = record.get("final", {})
-    cost = _cost_fraction(name, record, oracle_compute)
-    is_student = name == "distilled" or undo_alpha(name) is not None
-    return {
-        "model": name,
-        "label": model_label(name),
-        "alpha": undo_alpha(name),
-        "retain_before": _as_float(final.get("retain")),
-        "forget_before": _as_float(final.get("forget")),
-        **_attack_fields(name, at_step, last),
-        "distill_steps": _as_float(record.get("compute", {}).get("steps")) if is_student else math.nan,
-        "stopped_early": record.get("stopped_early"),
-        "cost_fraction_flops": cost["flops"],
-        "cost_fraction_tokens": cost["tokens"],
-    }
-
-
-def summary_table(metrics: Mapping[str, Mapping], worst: pd.DataFrame, robustness_step: int) -> pd.DataFrame:
-    """Build one row per model with its pre-attack scores, attack results and cost.
-
-    Args:
-        metrics: stage metrics from ``load_stage_metrics``.
-        worst: worst case over LRs from ``undo_lib.relearn.worst_case``.
-        robustness_step: attack step at which robustness is read.
-
-    Returns:
-        DataFrame in display order with columns model, label, alpha, retain_before, forget_before,
-        forget_at_step (worst case at ``robustness_step`` or the last evaluated step before it,
-        which is ``step_used``), best_lr_at_step, forget_last, last_step, distill_steps,
-        stopped_early, cost_fraction_flops, cost_fraction_tokens (fractions of oracle pretraining)
-        and relative_robustness. Missing values are NaN, or NA in the integer step columns.
-    """
-    at_step = worst_case_at(worst, robustness_step)
-    last = worst_case_at(worst, int(worst["step"].max())) if not worst.empty else at_step.iloc[0:0]
-    oracle_compute = metrics.get("oracle", {}).get("compute", {})
-    models = sort_models([*metrics, *worst["model"]])
-    table = pd.DataFrame([_summary_row(m, metrics.get(m, {}), at_step, last, oracle_compute) for m in models])
-
-    fallback = at_step.index[at_step["step"] != robustness_step].tolist()
-    if fallback:
-        logger.info("no evaluation at attack step %d for %s, so the last earlier step is used (step_used)",
-                    robustness_step, fallback)
-
-    oracle_value = at_step["forget"].get("oracle")
-    unlearned_value = at_step["forget"].get("unlearned")
-    note = reference_gap_note(oracle_value, unlearned_value)
-    if note:
-        logger.warning("%s", note)
-    table["relative_robustness"] = relative_robustness(table["forget_at_step"], oracle_value, unlearned_value)
-    return table.astype({"step_used": "Int64", "last_step": "Int64", "distill_steps": "Int64"})
-
-
-def summary_record(summary: pd.DataFrame, robustness_step: int, diverged: pd.DataFrame) -> dict:
-    """Return the JSON-ready content of summary.json: table rows, robustness step, diverged runs."""
-    return {
-        "robustness_step": int(robustness_step),
-        "models": json.loads(summary.to_json(orient="records")),
-        "diverged_runs": json.loads(diverged.to_json(orient="records")),
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# Figures
-
-
-def _add_note(ax: Axes, text: str) -> None:
+def _add_note(ax: Axes, text: str, offset: float = -48) -> None:
     """Write ``text`` under the axes. Constrained layout and bbox_inches="tight" make room for it."""
     if text:
-        ax.annotate(textwrap.fill(text, NOTE_WIDTH), xy=(0, 0), xycoords="axes fraction", xytext=(0, -40),
+        ax.annotate(textwrap.fill(text, NOTE_WIDTH), xy=(0, 0), xycoords="axes fraction", xytext=(0, offset),
                     textcoords="offset points", va="top", ha="left", fontsize=8, color="0.25")
 
 
 def _set_limits(ax: Axes, limits: tuple[float, float] | None) -> None:
-    """Fix the y range to ``limits``, or leave autoscaling on when it is None.
-
-    ``set_ylim(None)`` would freeze the current range, which on axes shared across panels is the
-    range of the panels drawn so far.
-    """
+    """Fix the y range to ``limits``, or leave autoscaling on when it is None (cross-entropies)."""
     if limits is not None:
         ax.set_ylim(*limits)
 
@@ -501,77 +128,168 @@ def _add_legend(ax: Axes, **kwargs) -> None:
         ax.legend(**kwargs)
 
 
-def add_equation_forget(histories: pd.DataFrame) -> pd.DataFrame:
-    """Return a copy of ``histories`` with ``forget_equations``, the mean mul/div equation accuracy."""
-    out = histories.copy()
-    out["forget_equations"] = out[list(FORGET_EQUATION_COLUMNS)].mean(axis=1, skipna=False)
-    return out
+def _title(fig: Figure, title: str, seeds: Sequence[int]) -> None:
+    fig.suptitle(f"{title}\n{seed_note(seeds)}", fontsize=11)
 
 
-def plot_relearning_curves(worst: pd.DataFrame, diverged: pd.DataFrame | None = None,
-                           robustness_step: int | None = None, metric: str = "forget",
+# ----------------------------------------------------------------------------------------------
+# Curves
+
+
+def _draw_band(ax: Axes, rows: pd.DataFrame, name: str, label: str) -> None:
+    """Plot the mean of one model against step, and the min-max band when more than one seed is behind it."""
+    rows = rows.sort_values("step")
+    style = model_style(name)
+    ax.plot(rows["step"], rows["mean"], label=label, markersize=4, **style)
+    if (rows["n_seeds"] > 1).any():
+        ax.fill_between(rows["step"], rows["min"], rows["max"], color=style["color"], alpha=BAND_OPACITY,
+                        linewidth=0)
+
+
+def _draw_curves(ax: Axes, band: pd.DataFrame, labels: Mapping[str, str] | None = None) -> None:
+    for name in sort_models(band["model"]):
+        label = (labels or {}).get(name, model_label(name))
+        _draw_band(ax, band[band["model"] == name], name, label)
+
+
+def _mark_step(ax: Axes, step: int | None) -> None:
+    if step is not None:
+        ax.axvline(step, color="0.6", linestyle=":", linewidth=1, label=f"robustness read-out (step {step})")
+
+
+def plot_relearning_curves(curves: Curves, spec: MetricSpec, seeds: Sequence[int], robustness_step: int | None = None,
                            title: str = "Relearning attack (worst case over LRs)",
-                           ylabel: str = "forget accuracy",
-                           limits: tuple[float, float] | None = ACCURACY_LIMITS) -> Figure:
-    """Plot the worst-case forget metric against attack step, one line per model.
+                           forget_label: str | None = None) -> Figure:
+    """Plot the worst-case forget metric against attack step, one line (and band) per model.
 
     Args:
-        worst: worst case over LRs from ``undo_lib.relearn.worst_case``.
-        diverged: diverged attacks from ``diverged_runs``, listed in a note under the axes.
+        curves: ``undo_lib.experiments.e3_curves`` output or any other Curves.
+        spec: the setting's metric labels, direction and y range.
+        seeds: the seeds behind the curves, named in the title.
         robustness_step: if given, a dotted vertical line marks this attack step.
-        metric: the column of ``worst`` to plot (``forget`` or ``forget_equations``).
-        title: the axes title.
-        ylabel: name of the plotted metric (e.g. "Korean CE (nats)").
-        limits: y-axis range, or None to fit the data (cross-entropies).
+        title: the figure title.
+        forget_label: y-axis metric name in place of ``spec.forget_label`` (equation accuracy).
     """
-    fig = Figure(figsize=(8, 4.8), layout="constrained")
+    fig = Figure(figsize=(8.5, 5), layout="constrained")
     ax = fig.add_subplot()
-    for name in sort_models(worst["model"]):
-        rows = worst[worst["model"] == name].sort_values("step")
-        ax.plot(rows["step"], rows[metric], label=model_label(name), markersize=4, **model_style(name))
-    if robustness_step is not None:
-        ax.axvline(robustness_step, color="0.6", linestyle=":", linewidth=1,
-                   label=f"robustness read-out (step {robustness_step})")
-    ax.set(xlabel="attack step", ylabel=f"{ylabel}, worst case over LRs", title=title)
-    _set_limits(ax, limits)
+    _draw_curves(ax, curves.band)
+    _mark_step(ax, robustness_step)
+    labelled = spec if forget_label is None else replace(spec, forget_label=forget_label)
+    ax.set(xlabel="attack step", ylabel=forget_axis_label(labelled, "(worst case over LRs)"))
+    _set_limits(ax, spec.limits)
     ax.grid(alpha=0.3)
     _add_legend(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
-    _add_note(ax, diverged_note(diverged))
+    _add_note(ax, diverged_note(curves.diverged))
+    _title(fig, title, seeds)
     return fig
 
 
-def _draw_points(ax: Axes, points: pd.DataFrame, column: str) -> None:
-    """Scatter the distilled and UNDO points, joining the UNDO points by cost and labelling them by alpha."""
-    undo = points[points["model"].map(undo_alpha).notna()].sort_values("cost_fraction_flops")
+def plot_oracle_matching(kl_band: pd.DataFrame, curves: Curves, spec: MetricSpec, seeds: Sequence[int],
+                         robustness_step: int | None = None) -> Figure:
+    """Plot E1: (a) distillation KL against step for both oracle-matched students, (b) their relearning.
+
+    Args:
+        kl_band: ``e1_curves``' KL band (model, step, mean, min, max, n_seeds) of the history ``loss``.
+        curves: ``e1_curves``' relearning curves of both students and the oracle.
+        spec: the setting's metric labels, direction and y range.
+        seeds: the seeds behind the curves.
+        robustness_step: if given, marked on panel (b).
+    """
+    fig = Figure(figsize=(13, 5), layout="constrained")
+    ax_kl, ax_attack = fig.subplots(1, 2)
+    _draw_curves(ax_kl, kl_band)
+    ax_kl.set(xlabel="distillation step", ylabel="KL(oracle || student) (nats per token)",
+              title="(a) Matching the oracle's outputs")
+    _draw_curves(ax_attack, curves.band)
+    _mark_step(ax_attack, robustness_step)
+    ax_attack.set(xlabel="attack step", ylabel=forget_axis_label(spec, "(worst case over LRs)"),
+                  title="(b) Relearning attack")
+    _set_limits(ax_attack, spec.limits)
+    for ax in (ax_kl, ax_attack):
+        ax.grid(alpha=0.3)
+        _add_legend(ax, fontsize=8, loc="best")
+    _add_note(ax_attack, diverged_note(curves.diverged))
+    _title(fig, "E1: oracle matching", seeds)
+    return fig
+
+
+def plot_unlearn_vs_distill(curves: Mapping[str, Curves], spec: MetricSpec, seeds: Sequence[int],
+                            robustness_step: int | None = None) -> Figure:
+    """Plot E2: one panel per method with Unlearn, Unlearn-and-Distill and Data filtering.
+
+    A panel's title names the sweep points that were the method's teacher in the seeds.
+
+    Args:
+        curves: ``e2_curves`` output, keyed by method.
+        spec: the setting's metric labels, direction and y range.
+        seeds: the seeds behind the curves.
+        robustness_step: if given, marked in every panel.
+    """
+    methods = list(curves)
+    fig = Figure(figsize=(5 * len(methods) + 1.5, 4.8), layout="constrained")
+    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False).ravel()
+    for ax, method in zip(axes, methods):
+        band = curves[method].band
+        _draw_curves(ax, band, labels={name: model_family(name) for name in band["model"].unique()})
+        _mark_step(ax, robustness_step)
+        names = ", ".join(model_label(m) for m in curves[method].sources.get(unlearn_role(method), ()))
+        ax.set(xlabel="attack step", title=method + (f"\nteacher: {names}" if names else ""))
+        _set_limits(ax, spec.limits)
+        ax.grid(alpha=0.3)
+        _add_legend(ax, fontsize=8, loc="best")  # one per panel, because Unlearn takes its method's colour
+    axes[0].set_ylabel(forget_axis_label(spec, "(worst case over LRs)"))
+    diverged = pd.concat([c.diverged for c in curves.values()], ignore_index=True).drop_duplicates()
+    _add_note(axes[0], diverged_note(diverged))
+    _title(fig, "E2: Unlearn vs Unlearn-and-Distill vs Data filtering", seeds)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Points
+
+
+def _error_bars(table: pd.DataFrame, column: str) -> np.ndarray | None:
+    """Return matplotlib's (2, n) error bars from the mean to the min and max over seeds, or None for one seed."""
+    if table.empty or (table["n_seeds"] <= 1).all():
+        return None
+    low = (table[column] - table[f"{column}_min"]).clip(lower=0).fillna(0)
+    high = (table[f"{column}_max"] - table[column]).clip(lower=0).fillna(0)
+    return np.vstack([low.to_numpy(), high.to_numpy()])
+
+
+def _draw_points(ax: Axes, points: pd.DataFrame, x: str, y: str) -> None:
+    """Draw each model as a point with min-max error bars, joining the UNDO points by x."""
+    undo = points[points["family"] == UNDO].sort_values(x)
     if len(undo) > 1:
-        ax.plot(undo["cost_fraction_flops"], undo[column], color=colormaps[UNDO_COLORMAP](UNDO_LINE_SHADE),
-                linewidth=1, alpha=0.6, label="_nolegend_")
-    for row in points.itertuples():
-        style = model_style(row.model)
-        ax.scatter(row.cost_fraction_flops, getattr(row, column), color=style["color"], marker=style["marker"],
-                   s=45, zorder=3, label=model_label(row.model))
-        alpha = undo_alpha(row.model)
-        if alpha is not None:
-            ax.annotate(f"α={row.model[len(UNDO_PREFIX):]}", (row.cost_fraction_flops, getattr(row, column)),
-                        xytext=(5, 5), textcoords="offset points", fontsize=8)
+        ax.plot(undo[x], undo[y], color=FAMILY_STYLES[UNDO]["color"], linewidth=1, alpha=0.6, label="_nolegend_")
+    for _, row in points.iterrows():
+        style = model_style(row["model"])
+        one = points.loc[[row.name]]
+        ax.errorbar(row[x], row[y], xerr=_error_bars(one, x), yerr=_error_bars(one, y), fmt=style["marker"],
+                    color=style["color"], markersize=7, capsize=3, zorder=3, label=model_label(row["model"]))
 
 
-def _draw_reference(ax: Axes, name: str, value: float, label: str) -> None:
-    if math.isfinite(value):
-        style = model_style(name)
-        ax.axhline(value, color=style["color"], linestyle=style["linestyle"], linewidth=1.2, label=label)
+def _draw_reference(ax: Axes, row: pd.Series | None, column: str, label: str, value: float | None = None) -> None:
+    """Draw a horizontal reference line at the mean (or ``value``), with the seed range as a band."""
+    if row is None:
+        return
+    style = model_style(row["model"])
+    level = row[column] if value is None else value
+    if not math.isfinite(level):
+        return
+    ax.axhline(level, color=style["color"], linestyle="--", linewidth=1.2, label=label)
+    if value is None and row["n_seeds"] > 1:
+        ax.axhspan(row[f"{column}_min"], row[f"{column}_max"], color=style["color"], alpha=BAND_OPACITY / 2)
 
 
-def _plottable_points(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Split distilled and UNDO rows into plottable ones and the names of those lacking data."""
-    students = summary[summary["model"].map(lambda m: m == "distilled" or undo_alpha(m) is not None)]
-    complete = students["forget_at_step"].notna() & students["cost_fraction_flops"].notna()
-    return students[complete], list(students.loc[~complete, "model"])
+def _row(table: pd.DataFrame, mask: pd.Series) -> pd.Series | None:
+    rows = table[mask]
+    return rows.iloc[0] if not rows.empty else None
 
 
 def _set_cost_limits(ax: Axes, costs: pd.Series) -> None:
     """Start the cost axis at 0 and leave room right of the most expensive point."""
-    right = float(costs.max()) * 1.15 if not costs.empty else 1.0
+    right = float(costs.max()) * 1.15 if not costs.dropna().empty else 1.0
     ax.set_xlim(0, right if right > 0 else 1.0)
 
 
@@ -583,55 +301,121 @@ def _set_relative_limits(ax: Axes, relative: pd.Series) -> None:
     ax.set_ylim(low, high)
 
 
-def plot_robustness_vs_compute(summary_rows, oracle_value: float | None, unlearned_value: float | None,
-                               robustness_step: int | None = None, forget_label: str = "forget accuracy",
-                               limits: tuple[float, float] | None = ACCURACY_LIMITS) -> Figure:
-    """Plot the post-attack forget metric and relative robustness against compute.
+def plot_robustness_vs_compute(e3: pd.DataFrame, spec: MetricSpec, seeds: Sequence[int],
+                               robustness_step: int) -> Figure:
+    """Plot E3: post-attack forget metric and relative robustness against compute.
 
-    The left panel shows the worst-case forget metric after the attack for Unlearn-and-Distill and
-    each UNDO alpha, with horizontal lines for the oracle and the unlearned model. The right panel
-    shows relative robustness, (P - P_unlearned) / (P_oracle - P_unlearned), with the oracle at 1
-    and the unlearned model at 0. Models without an attack result or a cost are listed in a note.
+    Each UNDO alpha and Unlearn-and-Distill is a point at its cost (``cost_fraction.flops``:
+    unlearning plus distillation FLOPs over the oracle's pretraining FLOPs). The oracle and the
+    UNDO teacher are horizontal references; in the right panel they sit at 1 and 0 by definition.
 
     Args:
-        summary_rows: ``summary_table`` output (a DataFrame or a list of its records).
-        oracle_value: worst-case oracle forget metric at the robustness step.
-        unlearned_value: the same for the unlearned model.
-        robustness_step: attack step of the values, used in the axis label.
-        forget_label: name of the forget metric on the left panel.
-        limits: y-axis range of the left panel, or None to fit the data.
+        e3: ``undo_lib.experiments.e3_table`` output.
+        spec: the setting's metric labels, direction and y range.
+        seeds: the seeds behind the values.
+        robustness_step: the attack step of the forget values.
     """
-    summary = pd.DataFrame(summary_rows)
-    points, skipped = _plottable_points(summary)
-    oracle, unlearned = _as_float(oracle_value), _as_float(unlearned_value)
-    after = f"after {robustness_step} attack steps" if robustness_step is not None else "after the attack"
+    students = e3[e3["family"].isin([UNDO, UNLEARN_AND_DISTILL])]
+    complete = students["forget_at_step"].notna() & students["cost_fraction_flops"].notna()
+    points, skipped = students[complete], students.loc[~complete, "model"].tolist()
+    oracle, teacher = _row(e3, e3["model"] == "oracle"), _row(e3, e3["family"] == UNLEARN)
 
-    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    fig = Figure(figsize=(13, 5), layout="constrained")
     ax_forget, ax_relative = fig.subplots(1, 2)
-    _draw_points(ax_forget, points, "forget_at_step")
-    _draw_reference(ax_forget, "oracle", oracle, model_label("oracle"))
-    _draw_reference(ax_forget, "unlearned", unlearned, model_label("unlearned"))
-    _set_limits(ax_forget, limits)
-    ax_forget.set(ylabel=f"{forget_label} {after} (worst case)",
+    _draw_points(ax_forget, points, "cost_fraction_flops", "forget_at_step")
+    _draw_reference(ax_forget, oracle, "forget_at_step", model_label("oracle"))
+    _draw_reference(ax_forget, teacher, "forget_at_step", model_label(teacher["model"]) if teacher is not None else "")
+    ax_forget.set(ylabel=forget_axis_label(spec, f"after {robustness_step} attack steps"),
                   title="Robustness vs compute")
+    _set_limits(ax_forget, spec.limits)
 
-    relative = points.assign(relative=relative_robustness(points["forget_at_step"], oracle, unlearned))
-    _draw_points(ax_relative, relative.dropna(subset=["relative"]), "relative")
-    _draw_reference(ax_relative, "oracle", 1.0, f"{model_label('oracle')} = 1")
-    _draw_reference(ax_relative, "unlearned", 0.0, f"{model_label('unlearned')} = 0")
-    ax_relative.set(ylabel="relative robustness", title="Relative robustness vs compute")
-
-    _set_relative_limits(ax_relative, relative["relative"])
+    _draw_points(ax_relative, points.dropna(subset=["relative_robustness"]), "cost_fraction_flops",
+                 "relative_robustness")
+    _draw_reference(ax_relative, oracle, "relative_robustness", f"{model_label('oracle')} = 1", value=1.0)
+    if teacher is not None:
+        _draw_reference(ax_relative, teacher, "relative_robustness", f"{model_label(teacher['model'])} = 0", value=0.0)
+    ax_relative.set(ylabel="relative robustness\n(P - P_unlearn) / (P_oracle - P_unlearn)",
+                    title="Relative robustness vs compute")
+    _set_relative_limits(ax_relative, pd.concat([points["relative_robustness_min"], points["relative_robustness_max"]]))
     for ax in (ax_forget, ax_relative):
-        ax.set_xlabel("cost (fraction of oracle pretraining FLOPs)")
-        _set_cost_limits(ax, points["cost_fraction_flops"])
+        ax.set_xlabel("compute (fraction of oracle pretraining FLOPs)")
+        _set_cost_limits(ax, points["cost_fraction_flops_max"])
         ax.grid(alpha=0.3)
         _add_legend(ax, fontsize=8, loc="best")
     if skipped:
-        _add_note(ax_forget, "Not plotted (no attack result or cost): "
-                  + ", ".join(model_label(m) for m in skipped) + ".")
-    _add_note(ax_relative, reference_gap_note(oracle, unlearned))
+        _add_note(ax_forget, "Not plotted (no attack result or cost): " + ", ".join(map(model_label, skipped)) + ".")
+    _title(fig, "E3: UNDO robustness vs compute", seeds)
     return fig
+
+
+def _pareto_handles(table: pd.DataFrame) -> list[Line2D]:
+    handles = []
+    for family in dict.fromkeys(table["family"]):
+        style = model_style(table.loc[table["family"] == family, "model"].iloc[0])
+        handles.append(Line2D([], [], color=style["color"], marker=style["marker"], linestyle="", label=family))
+    if (table["collapsed_seeds"] > 0).any():
+        handles.append(Line2D([], [], color=FAILED_COLOR, marker="o", markerfacecolor="none", linestyle="",
+                              label="collapsed unlearning run (failed)"))
+    return handles
+
+
+def _point_tag(row: pd.Series) -> str:
+    if row["collapsed_seeds"] > 0:
+        return f"failed ({int(row['collapsed_seeds'])}/{int(row['n_seeds'])} seeds collapsed)"
+    if row["family"] == UNDO:
+        return f"α={row['alpha']:g}"
+    if row["family"] == UNLEARN_AND_DISTILL:
+        return row["model"].removeprefix("distilled_")
+    return ""
+
+
+def _draw_pareto_panel(ax: Axes, rows: pd.DataFrame) -> None:
+    for _, row in rows.iterrows():
+        style = model_style(row["model"])
+        one = rows.loc[[row.name]]
+        failed = row["collapsed_seeds"] > 0
+        color = FAILED_COLOR if failed else style["color"]
+        ax.errorbar(row["retain_before"], row["forget_after"], xerr=_error_bars(one, "retain_before"),
+                    yerr=_error_bars(one, "forget_after"), fmt=style["marker"], color=color,
+                    markerfacecolor="none" if failed else color, markersize=6, capsize=2,
+                    zorder=2 if failed else 3, alpha=0.7 if failed else 1.0, label=model_label(row["model"]))
+        tag = _point_tag(row)
+        if tag:
+            ax.annotate(tag, (row["retain_before"], row["forget_after"]), xytext=(4, 4), textcoords="offset points",
+                        fontsize=7, color="0.35" if failed else "0.1")
+
+
+def plot_pareto(e4: pd.DataFrame, spec: MetricSpec, seeds: Sequence[int]) -> Figure:
+    """Plot E4: retain before the attack against forget after each attack budget, one panel per budget.
+
+    Collapsed unlearning runs are drawn hollow and grey and tagged as failed. The corner where
+    retain is good and forget is low (forgotten) is labelled in each panel.
+
+    Args:
+        e4: ``undo_lib.experiments.e4_table`` output.
+        spec: the setting's metric labels, direction and range (used on both axes for accuracies).
+        seeds: the seeds behind the values.
+    """
+    budgets = sorted(e4["budget"].unique())
+    fig = Figure(figsize=(5 * len(budgets) + 2.5, 5), layout="constrained")
+    axes = fig.subplots(1, len(budgets), sharex=True, sharey=True, squeeze=False).ravel()
+    for ax, budget in zip(axes, budgets):
+        _draw_pareto_panel(ax, e4[e4["budget"] == budget])
+        ax.set(title=f"after {budget} attack steps", xlabel=retain_axis_label(spec))
+        _set_limits(ax, spec.limits)  # the x axis fits the data: retain values of a sweep sit close together
+        ax.grid(alpha=0.3)
+        better_right = spec.higher_is_better  # accuracies: retain right and forget low are better
+        ax.text(0.98 if better_right else 0.02, 0.02 if better_right else 0.98, "good corner",
+                transform=ax.transAxes, ha="right" if better_right else "left",
+                va="bottom" if better_right else "top", fontsize=8, color="tab:green")
+    axes[0].set_ylabel(forget_axis_label(spec, "after the attack (worst case over LRs)"))
+    fig.legend(handles=_pareto_handles(e4), loc="outside right upper", fontsize=8)
+    _title(fig, "E4: retain vs forget under relearning attacks", seeds)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Relearning per learning rate
 
 
 def _lr_colors(lrs: Sequence[float]) -> dict[float, tuple]:
@@ -646,46 +430,44 @@ def _draw_lr_panel(ax: Axes, runs: pd.DataFrame, colors: Mapping[float, tuple]) 
     diverged = []
     for lr, run in runs.groupby("lr"):
         if run["diverged"].any():
-            diverged.append(f"{_lr_text(lr)} (step {int(run.loc[run['diverged'], 'step'].min())})")
+            diverged.append(f"lr={lr:g} (step {int(run.loc[run['diverged'], 'step'].min())})")
         evaluated = run[~run["diverged"]].dropna(subset=["forget"]).sort_values("step")
         if not evaluated.empty:
-            ax.plot(evaluated["step"], evaluated["forget"], color=colors[lr], marker=".", label=_lr_text(lr))
+            ax.plot(evaluated["step"], evaluated["forget"], color=colors[lr], marker=".", label=f"lr={lr:g}")
     return diverged
 
 
-def plot_relearning_by_lr(histories: pd.DataFrame, max_columns: int = 3, forget_label: str = "forget accuracy",
-                          limits: tuple[float, float] | None = ACCURACY_LIMITS) -> Figure:
-    """Plot the forget metric against attack step, one panel per model and one line per LR.
+def plot_relearning_by_lr(relearn: pd.DataFrame, spec: MetricSpec, seed: int, max_columns: int = 6) -> Figure:
+    """Plot one seed's forget metric against attack step, one panel per model and one line per LR.
 
     A panel's title lists the LRs whose attack diverged, with the step of divergence.
 
     Args:
-        histories: ``load_relearn_histories`` output.
+        relearn: ``undo_lib.experiments.load_relearn_histories`` output (all seeds).
+        spec: the setting's metric labels and y range.
+        seed: the seed to show.
         max_columns: panels per row.
-        forget_label: name of the forget metric on the y axis.
-        limits: y-axis range, or None to fit the data.
     """
+    histories = relearn[relearn["seed"] == seed]
     models = sort_models(histories["model"])
     colors = _lr_colors(list(histories["lr"].unique()))
-    columns = min(max_columns, len(models))
-    rows = math.ceil(len(models) / columns)
+    columns = max(1, min(max_columns, len(models)))
+    rows = max(1, math.ceil(len(models) / columns))
 
-    fig = Figure(figsize=(4.2 * columns + 1.5, 3.4 * rows), layout="constrained")
+    fig = Figure(figsize=(3.4 * columns + 1.5, 2.8 * rows + 0.8), layout="constrained")
     axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
     for ax, name in zip(axes, models):
         diverged = _draw_lr_panel(ax, histories[histories["model"] == name], colors)
-        title = model_label(name) + ("\ndiverged: " + ", ".join(diverged) if diverged else "")
-        ax.set(title=title)
-        _set_limits(ax, limits)
+        ax.set_title(model_label(name) + ("\ndiverged: " + ", ".join(diverged) if diverged else ""), fontsize=9)
+        _set_limits(ax, spec.limits)
         ax.grid(alpha=0.3)
     for ax in axes[len(models):]:
         fig.delaxes(ax)
     fig.supxlabel("attack step")
-    fig.supylabel(forget_label)
-
-    handles = [Line2D([], [], color=color, marker=".", label=_lr_text(lr)) for lr, color in colors.items()]
+    fig.supylabel(spec.forget_label)
+    handles = [Line2D([], [], color=color, marker=".", label=f"lr={lr:g}") for lr, color in colors.items()]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="attack LR")
-    fig.suptitle("Relearning attack per learning rate")
+    fig.suptitle(f"Relearning attack per learning rate (seed {seed} only)")
     return fig
 
 
