@@ -218,7 +218,9 @@ def test_inputs_checked_before_compute(notebook):
 
 # Outputs whose content differs between identical runs: wall-clock times and executed notebooks
 # (Papermill records start and end times in them).
-FIGURE_FILES = ("summary.json",)  # completed once the figures notebook is final
+FIGURE_FILES = ("e1_oracle_matching.png", "e2_unlearn_vs_distill.png", "e3_robustness_vs_compute.png",
+                "e3_relearning_curves.png", "e4_pareto.png", "relearning_by_lr.png", "e1.csv", "e2.csv", "e3.csv",
+                "e4.csv", "summary.json")
 
 RUN_SPECIFIC = tuple(f"outputs/{setting}/{folder}/" for setting in ("arithmetic", "language")
                      for folder in ("timing", "notebooks"))

@@ -244,7 +244,7 @@ def test_notebook_commit_ready():
     tagged = [cell for cell in code_cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1
     assert tagged[0] is code_cells[0]
-    assert set(papermill.inspect_notebook(str(NOTEBOOK))) == {"params_file", "setting", "runs_dir", "out_dir"}
+    assert set(papermill.inspect_notebook(str(NOTEBOOK))) == {"params_file", "setting", "runs_dir", "out_dir", "timing_dir"}
 
 
 def _check_outputs(out_dir: Path, layout: Layout) -> None:

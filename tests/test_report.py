@@ -59,3 +59,22 @@ def test_durations_only_locked_notebooks(tmp_path):
 
 def test_no_lock_reads_every_notebook(tmp_path):
     assert locked_notebooks(tmp_path / "dvc.lock", tmp_path) is None
+
+
+def test_timing_table_sums_relearning_lrs(tmp_path):
+    from undo_lib.report import timing_table
+
+    (tmp_path / "seed_0").mkdir()
+    (tmp_path / "seed_0" / "pretrain-full.json").write_text(json.dumps(
+        {"seconds": 120.0, "tokens_per_second": 1000.0, "resumed_from_step": None, "peak_memory_bytes": 2**30}))
+    (tmp_path / "seed_0" / "relearn-oracle.json").write_text(json.dumps({
+        "0.001": {"seconds": 10.0, "tokens_per_second": 500.0, "peak_memory_bytes": 2**20},
+        "0.003": {"seconds": 20.0, "tokens_per_second": 700.0, "peak_memory_bytes": 3 * 2**20}}))
+
+    rows = {row["stage"]: row for row in timing_table(tmp_path)}
+
+    assert rows["seed_0/pretrain-full"] == {"stage": "seed_0/pretrain-full", "runs": 1, "seconds": 120.0,
+                                            "tokens_per_second": 1000, "peak_memory_mib": 1024}
+    assert rows["seed_0/relearn-oracle"]["seconds"] == 30.0
+    assert rows["seed_0/relearn-oracle"]["tokens_per_second"] == 600
+    assert rows["seed_0/relearn-oracle"]["peak_memory_mib"] == 3

@@ -40,7 +40,7 @@ CORE = ("config", "settings", "io", "runtime", "model", "tokenizer", "data", "ev
         "checkpoint", "resources", "prepare", "prepare_language", "language", "arithmetic", "templates",
         "distill")
 TRAINING = CORE + ("train", "sam", "compute", "noise")
-FIGURES = ("config", "settings", "io", "plots", "experiments", "relearn", "train", "checkpoint", "data", "distill")
+FIGURES = TRAINING + ("experiments", "plots", "relearn", "report")
 
 ATTACKED = ("full", "oracle", "match_full", "match_random_init", *(f"distilled_{m}" for m in METHOD_NAMES))
 
@@ -211,7 +211,7 @@ class _Setting:
     def figures_stage(self) -> dict:
         executed = f"{self.root}/notebooks/figures.ipynb"
         parameters = {"params_file": "params.yaml", "setting": self.s, "runs_dir": f"{self.root}/runs",
-                      "out_dir": f"{self.root}/figures"}
+                      "out_dir": f"{self.root}/figures", "timing_dir": f"{self.root}/timing"}
         return {"cmd": _cmd("figures", executed, parameters),
                 "deps": ["notebooks/figures.ipynb", *_modules(FIGURES), f"{self.root}/runs"],
                 "params": ["shared.seeds", f"unlearn.{self.s}", f"distill.{self.s}.teacher",

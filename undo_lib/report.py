@@ -101,6 +101,34 @@ def durations_table(notebooks_dir: str | Path, only: set[str] | None = None) -> 
     return "\n".join(lines)
 
 
+def _timing_rows(path: Path) -> list[dict]:
+    """A timing file holds one run's record, or one record per LR (relearning)."""
+    record = json.loads(path.read_text())
+    return list(record.values()) if "seconds" not in record else [record]
+
+
+def timing_table(timing_dir: str | Path) -> list[dict]:
+    """Per training stage item: wall time, tokens per second and peak memory, from the timing files.
+
+    ``timing_dir`` is ``outputs/<setting>/timing``; its ``seed_<k>/<stage>.json`` files are what the
+    training stages write (they are no DVC dependency of the figures, which is why they can change).
+    Relearning stages write one record per LR; their times are summed and their memories maxed.
+    """
+    rows = []
+    for path in sorted(Path(timing_dir).rglob("*.json")):
+        runs = [r for r in _timing_rows(path) if r.get("seconds") is not None]
+        if not runs:
+            continue
+        seconds = sum(r["seconds"] for r in runs)
+        rates = [r["tokens_per_second"] for r in runs if r.get("tokens_per_second")]
+        memory = [r["peak_memory_bytes"] for r in runs if r.get("peak_memory_bytes")]
+        rows.append({"stage": path.relative_to(timing_dir).with_suffix("").as_posix(), "runs": len(runs),
+                     "seconds": round(seconds, 1),
+                     "tokens_per_second": round(sum(rates) / len(rates)) if rates else None,
+                     "peak_memory_mib": round(max(memory) / 2**20) if memory else None})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("setting_dir", help="a setting's output folder, e.g. outputs/arithmetic")
