@@ -160,7 +160,7 @@ def _outs(body) -> dict[str, dict]:
 
 
 TRAINING_STAGES = [f"{setting}-{kind}" for setting in ("arithmetic", "language")
-                   for kind in ("pretrain", "distill", "match", "undo", "relearn", "relearn-undo",
+                   for kind in ("pretrain", "distill", "match-full", "match-random_init", "undo", "relearn", "relearn-undo",
                                 *(f"unlearn-{run}" for run in RUN_NAMES), *(f"relearn-{run}" for run in RUN_NAMES))]
 
 
@@ -274,7 +274,7 @@ def test_rerun_is_bitwise_identical(smoke_run):
     stages = ["arithmetic-data", "arithmetic-pretrain@0-oracle", "arithmetic-unlearn-RMU@0-0.001",
               "arithmetic-unlearn-SAM@0-0.001", "arithmetic-teacher@0-MaxEnt", "arithmetic-undo@0-0.5",
               "arithmetic-relearn-MaxEnt@0-0.001", "language-data", "language-unlearn-RepNoise@0-0.001",
-              "language-distill@0-GradDiff", "language-match@0-full", "language-relearn@0-oracle"]
+              "language-distill@0-GradDiff", "language-match-full@0", "language-relearn@0-oracle"]
 
     for stage in stages:
         run = project.dvc("repro", "--force", "--single-item", stage)

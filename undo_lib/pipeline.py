@@ -156,7 +156,7 @@ class _Setting:
         deps += [teacher_record] if teacher_record else []
         student_dir = {"random_init": f"{self.models()}/init", "full": f"{self.models()}/full"}.get(student, "")
         deps += [student_dir] if student_dir else []
-        parameters = {"student": student, "alpha": alpha, "teacher_dir": teacher,
+        parameters = {"model_name": Path(model_out).name, "student": student, "alpha": alpha, "teacher_dir": teacher,
                       "student_dir": student_dir or '""', "teacher_record": teacher_record or '""',
                       "oracle_metrics": f"{self.runs()}/pretrain/oracle/metrics.json"}
         return self._training_stage("distill", name, matrix, parameters, deps=deps, params=[f"distill.{self.s}"],
@@ -169,11 +169,10 @@ class _Setting:
             teacher_record=f"{self.runs()}/teachers/${{item.method}}.json",
             out_dir=f"{self.runs()}/distill/${{item.method}}", model_out=f"{self.models()}/distilled_${{item.method}}")
 
-    def match_stage(self) -> dict:
+    def match_stage(self, student: str) -> dict:
         return self._distill_stage(
-            "match-${item.student}", {"student": ["full", "random_init"]}, "${item.student}",
-            teacher=f"{self.models()}/oracle", teacher_record="",
-            out_dir=f"{self.runs()}/match/${{item.student}}", model_out=f"{self.models()}/match_${{item.student}}")
+            f"match-{student}", {}, student, teacher=f"{self.models()}/oracle", teacher_record="",
+            out_dir=f"{self.runs()}/match/{student}", model_out=f"{self.models()}/match_{student}")
 
     def undo_stage(self) -> dict:
         teacher = f"${{distill.{self.s}.teacher}}"
@@ -224,7 +223,8 @@ class _Setting:
                   f"{s}-pretrain": self.pretrain_stage()}
         stages.update({f"{s}-unlearn-{run}": self.unlearn_stage(run) for run in RUN_NAMES})
         stages.update({f"{s}-teacher": self.teacher_stage(), f"{s}-distill": self.distill_stage(),
-                       f"{s}-match": self.match_stage(), f"{s}-undo": self.undo_stage()})
+                       f"{s}-match-full": self.match_stage("full"),
+                       f"{s}-match-random_init": self.match_stage("random_init"), f"{s}-undo": self.undo_stage()})
         stages.update(self.relearn_stages())
         stages[f"{s}-figures"] = self.figures_stage()
         return stages

@@ -62,8 +62,9 @@ def producing_stage(setting: str, model_name: str, seed: int) -> str:
         return f"{setting}-init@{seed}"
     if model_name in ("full", "oracle"):
         return f"{setting}-pretrain@{seed}-{model_name}"
-    for prefix, stage in (("teacher_", "teacher"), ("distilled_", "distill"), ("match_", "match"),
-                          ("undo_", "undo")):
+    if model_name in ("match_full", "match_random_init"):
+        return f"{setting}-{model_name.replace('_', '-', 1)}@{seed}"
+    for prefix, stage in (("teacher_", "teacher"), ("distilled_", "distill"), ("undo_", "undo")):
         if model_name.startswith(prefix):
             return f"{setting}-{stage}@{seed}-{model_name.removeprefix(prefix)}"
     run, _, lr = model_name.partition("_lr_")
