@@ -288,3 +288,9 @@ def test_rerun_is_bitwise_identical(smoke_run):
         assert path.read_bytes() == content, f"{path} differs after a rerun"
     status = project.dvc("status")
     assert "up to date" in status.stdout, "a bitwise-identical rerun left stages to rerun: " + status.stdout
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+def test_profiles_load(path):
+    """Every documented params profile passes validation, so `cp profiles/X.yaml params.yaml` works."""
+    assert load_params(path).shared.settings
