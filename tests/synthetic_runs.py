@@ -118,8 +118,9 @@ def write_params(path: Path, smoke: dict, seeds=SEEDS) -> Path:
 
 def _relearn_rows(setting: str, seed: int, model: str, lr: float) -> list[dict]:
     values = forget_curve(seed, model, lr)
+    # The relearning notebook writes the seed and model into every row, as here
     rows = [{"step": step, "forget": value, "retain": retain(seed, model), "lr": lr, "diverged": False,
-             "model": model} for step, value in zip(STEPS, values)]
+             "model": model, "seed": seed} for step, value in zip(STEPS, values)]
     if (seed, model, lr) == DIVERGED[:3]:
         rows = rows[:1] + [{"step": DIVERGED[3], "forget": None, "retain": None, "lr": lr, "diverged": True,
                             "model": model}]

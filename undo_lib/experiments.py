@@ -361,10 +361,11 @@ def _read_relearn_history(path: Path, seed: int, model: str, lr: float) -> pd.Da
     frame = pd.read_csv(path)
     if "model" in frame.columns and not frame["model"].dropna().astype(str).eq(model).all():
         logger.warning("%s: the model column differs from the folder name %r, so the folder name is used", path, model)
-    # The folder names identify the run, so they replace the csv's model and lr columns.
+    # The folder names identify the run, so they replace the csv's seed, model and lr columns.
     frame["model"] = model
     frame["lr"] = float(lr)
     frame["diverged"] = _diverged_flags(frame, path.parent / "metrics.json")
+    frame = frame.drop(columns="seed", errors="ignore")
     frame.insert(0, "seed", seed)
     return frame
 
