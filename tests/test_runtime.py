@@ -90,9 +90,17 @@ def test_present_inputs_accepted(tmp_path):
     runtime.require_inputs(runtime.model_inputs(tmp_path, "arithmetic", "full", 0))
 
 
-@pytest.mark.parametrize("model_name", ["init", "full", "oracle", "GradDiff_lr_0.0001", "RMU_lr_0.003",
-                                        "SAM_lr_0.001", "RepNoise_lr_0.001", "teacher_MaxEnt", "distilled_RMU",
-                                        "match_full", "match_random_init", "undo_0.3", "undo_0.9"])
+def _model_names() -> list[str]:
+    """Every model name of the arithmetic pipeline under the committed params.yaml."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    unlearn, alphas = params["unlearn"]["arithmetic"], params["distill"]["arithmetic"]["alphas"]
+    sweeps = [f"{run}_lr_{float(lr)}" for run in ("GradDiff", "MaxEnt", "RMU", "SAM", "RepNoise")
+              for lr in unlearn[run]["lrs"]]
+    return ["init", "full", "oracle", *sweeps, "teacher_MaxEnt", "distilled_RMU", "match_full", "match_random_init",
+            *(f"undo_{float(alpha)}" for alpha in alphas)]
+
+
+@pytest.mark.parametrize("model_name", _model_names())
 def test_producing_stage_exists_in_dvc_yaml(model_name):
     assert producing_stage("arithmetic", model_name, 0) in _dvc_stage_names()
 

@@ -51,7 +51,7 @@ def timing_record(result) -> dict:
 
 
 def peak_memory_bytes() -> int:
-    """Peak memory of this process so far: the CUDA allocator's peak on a GPU, else the peak resident set size."""
+    """Return the peak memory of this process: the CUDA allocator's peak on a GPU, else the peak resident set size."""
     import resource
     import sys
 

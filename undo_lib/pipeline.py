@@ -75,7 +75,7 @@ class _Setting:
         return f"{self.root}/runs/seed_{seed}"
 
     def _files(self, name: str) -> dict[str, str]:
-        """Executed notebook, timing and checkpoint paths of one stage item."""
+        """Return the executed notebook, timing and checkpoint paths of one stage item."""
         seed = "${item.seed}"
         return {"executed": f"{self.root}/notebooks/seed_{seed}/{name}.ipynb",
                 "timing_out": f"{self.root}/timing/seed_{seed}/{name}.json",
@@ -231,7 +231,7 @@ class _Setting:
 
 
 def pipeline() -> dict:
-    """The ``stages`` mapping of dvc.yaml for every setting."""
+    """Return the ``stages`` mapping of dvc.yaml for every setting."""
     stages: dict[str, dict] = {}
     for setting in SETTINGS:
         stages.update(_Setting(setting).stages())
@@ -251,7 +251,7 @@ _Dumper.add_representer(str, _represent_str)
 
 
 def render() -> str:
-    """The full text of dvc.yaml."""
+    """Return the full text of dvc.yaml."""
     text = yaml.dump(pipeline(), Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=False)
     lines = []
     for line in text.splitlines():

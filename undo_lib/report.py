@@ -84,7 +84,7 @@ def stage_durations(notebooks_dir: str | Path, only: set[str] | None = None) -> 
 
 
 def stage_kind(notebook: str) -> str:
-    """The kind of stage an executed notebook belongs to: ``seed_0/relearn-MaxEnt_lr_0.001.ipynb`` -> relearn."""
+    """Return the kind of stage of an executed notebook: ``seed_0/relearn-MaxEnt_lr_0.001.ipynb`` -> relearn."""
     return Path(notebook).stem.split("-")[0]
 
 
@@ -102,13 +102,13 @@ def durations_table(notebooks_dir: str | Path, only: set[str] | None = None) -> 
 
 
 def _timing_rows(path: Path) -> list[dict]:
-    """A timing file holds one run's record, or one record per LR (relearning)."""
+    """Read one timing file: one run's record, or one record per LR (relearning)."""
     record = json.loads(path.read_text())
     return list(record.values()) if "seconds" not in record else [record]
 
 
 def timing_table(timing_dir: str | Path) -> list[dict]:
-    """Per training stage item: wall time, tokens per second and peak memory, from the timing files.
+    """Summarise each training stage item: wall time, tokens per second and peak memory, from the timing files.
 
     ``timing_dir`` is ``outputs/<setting>/timing``; its ``seed_<k>/<stage>.json`` files are what the
     training stages write (they are no DVC dependency of the figures, which is why they can change).

@@ -57,7 +57,7 @@ def start_stage(params_file: str, setting: str, stage: str, item: str = "",
 
 
 def producing_stage(setting: str, model_name: str, seed: int) -> str:
-    """The DVC stage (named as in undo_lib/pipeline.py) that writes model ``model_name`` of training seed ``seed``."""
+    """Return the DVC stage (named as in undo_lib/pipeline.py) that writes model ``model_name`` of seed ``seed``."""
     if model_name in ("init",):
         return f"{setting}-init@{seed}"
     if model_name in ("full", "oracle"):

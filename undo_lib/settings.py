@@ -112,12 +112,12 @@ def write_data(params: Params, setting: str, out_dir: str | Path) -> dict:
 
 
 def chance_retain(setting: str, vocab_size: int) -> float:
-    """The retain metric of a model that knows nothing: 0 accuracy, or the CE of uniform predictions."""
+    """Return the retain metric at chance: 0 accuracy, or the CE of uniform predictions."""
     return 0.0 if metric_spec(setting).higher_is_better else math.log(vocab_size)
 
 
 def retain_fraction(setting: str, retain: float, reference_retain: float, vocab_size: int) -> float:
-    """The share of the reference model's retain performance above chance that ``retain`` keeps.
+    """Return the share of the reference model's retain performance above chance that ``retain`` keeps.
 
     1 means as good as the reference (the full model before unlearning), 0 means chance. The same
     formula serves accuracies and cross-entropies, because both are measured from chance.

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def is_collapsed(retain_fraction: float, collapse_fraction: float) -> bool:
-    """True when a run kept less than ``collapse_fraction`` of the full model's retain performance.
+    """Return True when a run kept less than ``collapse_fraction`` of the full model's retain performance.
 
     Such a run forgets by destroying the model; it is marked failed and never counts as unlearning.
     A NaN fraction (a reference at chance) counts as collapsed.
@@ -37,7 +37,7 @@ def _candidate(record: dict) -> dict:
 
 
 def _forgetting_order(record: dict, higher_is_better: bool) -> tuple[float, float]:
-    """Sort key: most forgotten first (lowest accuracy, or highest CE), then smaller LR."""
+    """Return the sort key: most forgotten first (lowest accuracy, or highest CE), then smaller LR."""
     forget = record["final"]["forget"]
     return (forget if higher_is_better else -forget, record["lr"])
 
