@@ -19,7 +19,7 @@ import nbformat
 import psutil
 import pytest
 
-STAGE = "arithmetic-pretrain@full"
+STAGE = "arithmetic-pretrain@0-full"
 
 FAULT_CELL = '''\
 # Test-only fault injection added by tests/test_interruption.py; inactive without UNDO_TEST_HANG_AT.
@@ -124,11 +124,12 @@ def _repro_killed_at(project, point: str, *args: str) -> str:
 
 def _outputs(project) -> dict[str, bytes]:
     return {name: project.outputs(name).read_bytes()
-            for name in ("pretrain/full/metrics.json", "pretrain/full/history.csv", "models/full/model.safetensors")}
+            for name in ("runs/seed_0/pretrain/full/metrics.json", "runs/seed_0/pretrain/full/history.csv",
+                         "models/seed_0/full/model.safetensors")}
 
 
 def _checkpoint_state(project) -> dict:
-    return json.loads(project.outputs("checkpoints/pretrain-full/state.json").read_text())
+    return json.loads(project.outputs("checkpoints/seed_0/pretrain-full/state.json").read_text())
 
 
 @pytest.mark.slow
@@ -138,11 +139,11 @@ def test_sigkill_then_repro_matches_uninterrupted(project_copy):
     reference_run = project.dvc("repro", STAGE)
     assert reference_run.returncode == 0, reference_run.stdout[-3000:] + reference_run.stderr[-3000:]
     reference = _outputs(project)
-    assert not project.outputs("checkpoints/pretrain-full").exists(), "a finished stage must delete its checkpoint"
+    assert not project.outputs("checkpoints/seed_0/pretrain-full").exists(), "a finished stage must delete its checkpoint"
 
     # 1. Killed while packing the training data: no checkpoint yet.
     _repro_killed_at(project, "data-loading", "--force", "--single-item")
-    assert not project.outputs("checkpoints/pretrain-full").exists()
+    assert not project.outputs("checkpoints/seed_0/pretrain-full").exists()
 
     # 2. Killed mid-training, right after the checkpoint of step 2.
     _repro_killed_at(project, "after-checkpoint-2")
@@ -153,20 +154,20 @@ def test_sigkill_then_repro_matches_uninterrupted(project_copy):
     assert "resuming from checkpoint" in output
     assert "at step 2" in output
     assert _checkpoint_state(project)["step"] == 2
-    assert list(project.outputs("checkpoints").glob(".pretrain-full.tmp-*")), "precondition: killed mid-write"
+    assert list(project.outputs("checkpoints/seed_0").glob(".pretrain-full.tmp-*")), "precondition: killed mid-write"
 
     # 4. Killed while saving the trained model, after the final checkpoint.
     output = _repro_killed_at(project, "model-save")
     assert "at step 2" in output
     assert _checkpoint_state(project)["finished"]
-    assert not project.outputs("models/full").exists()
-    assert list(project.outputs("models").glob(".full.tmp-*")), "precondition: killed with the model half-saved"
+    assert not project.outputs("models/seed_0/full").exists()
+    assert list(project.outputs("models/seed_0").glob(".full.tmp-*")), "precondition: killed with the model half-saved"
 
     # 5. Killed after the model and history are saved, before metrics.json.
     output = _repro_killed_at(project, "before-metrics")
     assert "at step 4" in output
-    assert project.outputs("models/full/model.safetensors").is_file()
-    assert not project.outputs("pretrain/full/metrics.json").exists()
+    assert project.outputs("models/seed_0/full/model.safetensors").is_file()
+    assert not project.outputs("runs/seed_0/pretrain/full/metrics.json").exists()
 
     # 6. A plain `dvc repro` finishes the stage with the uninterrupted run's outputs.
     _forget_run_cache(project)
@@ -174,7 +175,7 @@ def test_sigkill_then_repro_matches_uninterrupted(project_copy):
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     assert f"Running stage '{STAGE}'" in final.stdout
     assert _outputs(project) == reference
-    assert not project.outputs("checkpoints/pretrain-full").exists()
+    assert not project.outputs("checkpoints/seed_0/pretrain-full").exists()
     leftovers = [p for p in project.outputs().rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
     assert leftovers == [], f"temporaries of killed writes remain: {leftovers}"
     status = project.dvc("status", STAGE)

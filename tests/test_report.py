@@ -78,3 +78,23 @@ def test_timing_table_sums_relearning_lrs(tmp_path):
     assert rows["seed_0/relearn-oracle"]["seconds"] == 30.0
     assert rows["seed_0/relearn-oracle"]["tokens_per_second"] == 600
     assert rows["seed_0/relearn-oracle"]["peak_memory_mib"] == 3
+
+
+def test_experiment_tables_pivot_pareto(tmp_path):
+    from undo_lib.report import experiment_tables
+
+    row = {"label": "Oracle", "retain_before": 0.5, "forget_before": 0.0, "forget_at_step": 0.25}
+    summary = {"robustness_step": 50, "tables": {
+        "e1": [dict(row, kl_final=0.01)], "e2": [dict(row, method="MaxEnt", collapsed_seeds=0)],
+        "e3": [dict(row, relative_robustness=1.0)],
+        "e4": [{"label": "Oracle", "budget": 0, "retain_before": 0.5, "forget_after": 0.0, "collapsed_seeds": 0},
+               {"label": "Oracle", "budget": 50, "retain_before": 0.5, "forget_after": 0.25, "collapsed_seeds": 0}]}}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+
+    text = experiment_tables(path)
+
+    assert "| label | kl final | retain before | forget before | forget at step |" in text
+    assert "| Oracle | 0.010 | 0.500 | 0.000 | 0.250 |" in text
+    assert "| label | retain before | forget after 0 | forget after 50 | collapsed seeds |" in text
+    assert "| Oracle | 0.500 | 0.000 | 0.250 | 0 |" in text

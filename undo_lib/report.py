@@ -1,8 +1,9 @@
-"""Markdown tables of a finished run, for the README: results per model and time per stage.
+"""Markdown tables of a finished run, for the README: the E1 to E4 results and time per stage.
 
-Usage: ``python -m undo_lib.report outputs/arithmetic`` (or ``outputs/language``) prints both tables. Results come from the
-figures stage's ``summary.json``; times from the Papermill metadata of the executed notebooks that
-``dvc.lock`` lists, so notebooks left from an earlier run with other alphas or LRs are not counted.
+Usage: ``python -m undo_lib.report outputs/arithmetic`` (or ``outputs/language``) prints the tables.
+Results come from the figures stage's ``summary.json``; times from the Papermill metadata of the
+executed notebooks that ``dvc.lock`` lists, so notebooks left from an earlier run with other alphas
+or LRs are not counted.
 """
 
 from __future__ import annotations
@@ -47,6 +48,45 @@ def results_table(summary_path: str | Path) -> str:
         lines.append("| " + " | ".join(_cell(row.get(key)) for key in keys) + " |")
     lines.append(f"\nAttack results are read at step {summary['robustness_step']} (worst case over LRs).")
     return "\n".join(lines)
+
+
+EXPERIMENT_COLUMNS = {
+    "e1": ["label", "kl_final", "retain_before", "forget_before", "forget_at_step"],
+    "e2": ["method", "label", "retain_before", "forget_before", "forget_at_step", "collapsed_seeds"],
+    "e3": ["label", "retain_before", "forget_before", "forget_at_step", "forget_equations_at_step",
+           "relative_robustness", "distill_steps", "cost_fraction_flops", "reached_stop_rule"],
+}
+
+
+def _markdown(rows: list[dict], columns: list[str]) -> str:
+    columns = [c for c in columns if any(c in row for row in rows)]
+    lines = ["| " + " | ".join(c.replace("_", " ") for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _pareto_rows(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Pivot the E4 table: one row per model, the forget metric after each attack budget in columns."""
+    pivot: dict[str, dict] = {}
+    for row in rows:
+        entry = pivot.setdefault(row["label"], {"label": row["label"], "retain_before": row.get("retain_before"),
+                                                "collapsed_seeds": row.get("collapsed_seeds")})
+        entry[f"forget_after_{row['budget']}"] = row.get("forget_after")
+    budgets = sorted({row["budget"] for row in rows})
+    return list(pivot.values()), ["label", "retain_before", *(f"forget_after_{b}" for b in budgets), "collapsed_seeds"]
+
+
+def experiment_tables(summary_path: str | Path) -> str:
+    """Format the E1 to E4 tables of the figures stage's ``summary.json`` as Markdown (seed means)."""
+    summary = json.loads(Path(summary_path).read_text())
+    tables = summary["tables"]
+    parts = []
+    for name in ("e1", "e2", "e3"):
+        parts.append(f"{name.upper()} (attack results at step {summary['robustness_step']}):\n\n"
+                     + _markdown(tables[name], EXPERIMENT_COLUMNS[name]))
+    rows, columns = _pareto_rows(tables["e4"])
+    parts.append("E4 (forget metric after each attack budget):\n\n" + _markdown(rows, columns))
+    return "\n\n".join(parts)
 
 
 def locked_notebooks(lock_path: str | Path, notebooks_dir: str | Path) -> set[str] | None:
@@ -136,7 +176,7 @@ def main() -> None:
                         help="DVC lock file; only the notebooks it lists are timed (default: dvc.lock)")
     args = parser.parse_args()
     root = Path(args.setting_dir)
-    print(results_table(root / "figures" / "summary.json"))
+    print(experiment_tables(root / "figures" / "summary.json"))
     print()
     print(durations_table(root / "notebooks", locked_notebooks(args.lock, root / "notebooks")))
 
