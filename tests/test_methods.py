@@ -130,7 +130,7 @@ def test_control_vector_invalid_kind():
 
 
 def _rmu_params(**overrides) -> RMUParams:
-    values = {"layers": (0,), "hidden_layer": 2, "steering_coefficient": 6.0, "retain_weight": 0.0}
+    values = {"layers": (0,), "hidden_layer": 1, "steering_coefficient": 6.0, "retain_weight": 0.0}
     values.update(overrides)
     return RMUParams(**values)
 
@@ -146,7 +146,7 @@ def test_rmu_forget_hand_value(tiny_model, tokenizer):
     params = _rmu_params(steering_coefficient=6.5)
     batch = _pair(len(tokenizer))
     ids = batch["forget"]["input_ids"]
-    hidden = _hidden(tiny_model, ids, layer=2)  # [batch, seq, hidden]
+    hidden = _hidden(tiny_model, ids, layer=1)  # [batch, seq, hidden]
     gaussian = torch.randn(hidden.shape[-1], generator=torch.Generator().manual_seed(7))
     target = 6.5 * gaussian / gaussian.norm()
 
@@ -182,9 +182,9 @@ def test_rmu_retain_hand_value(tiny_model_params, tokenizer):
 
     loss, logs = loss_fn(model, batch)
 
-    forget_hidden = _hidden(model, batch["forget"]["input_ids"], layer=2).double()
-    retain_hidden = _hidden(model, batch["retain"]["input_ids"], layer=2).double()
-    reference_hidden = _hidden(original, batch["retain"]["input_ids"], layer=2).double()
+    forget_hidden = _hidden(model, batch["forget"]["input_ids"], layer=1).double()
+    retain_hidden = _hidden(model, batch["retain"]["input_ids"], layer=1).double()
+    reference_hidden = _hidden(original, batch["retain"]["input_ids"], layer=1).double()
     u = control_vector(forget_hidden.shape[-1], "gaussian", seed=1).double()
     forget_mse = ((forget_hidden - 6.0 * u) ** 2).mean().item()
     retain_mse = ((retain_hidden - reference_hidden) ** 2).mean().item()
@@ -195,14 +195,15 @@ def test_rmu_retain_hand_value(tiny_model_params, tokenizer):
 
 
 def test_rmu_gradient_reaches_only_down_proj(tiny_model, tokenizer):
+    # hidden_states[1] is layer 0's output, so layer 1's down_proj is trainable but cannot change it
     loss_fn = make_loss("RMU", tiny_model, _rmu_params(layers=(0, 1), retain_weight=1.0), seed=0)
     with torch.no_grad():
-        tiny_model.model.layers[1].mlp.down_proj.weight.add_(0.05)
+        tiny_model.model.layers[0].mlp.down_proj.weight.add_(0.05)
 
     loss_fn(tiny_model, _pair(len(tokenizer)))[0].backward()
 
     with_grad = [name for name, p in tiny_model.named_parameters() if p.grad is not None]
-    assert with_grad == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]
+    assert with_grad == ["model.layers.0.mlp.down_proj.weight"]
     for name, p in tiny_model.named_parameters():
         if p.grad is not None:
             assert p.grad.abs().max().item() > 0, f"{name} got a zero gradient"
@@ -467,7 +468,7 @@ def test_get_method_rmu():
 
 
 @pytest.mark.parametrize("method,params", [("GradDiff", GradDiffParams()), ("MaxEnt", MaxEntParams()),
-                                           ("RMU", RMUParams(layers=(0,), hidden_layer=2)),
+                                           ("RMU", RMUParams(layers=(0,), hidden_layer=1)),
                                            ("MaxEnt", MaxEntParams(repnoise_alpha=1.0, repnoise_beta=0.001))])
 def test_make_loss_trains(tiny_model, tokenizer, method, params):
     loss_fn = make_loss(method, tiny_model, params, seed=0)
@@ -486,7 +487,7 @@ def _section() -> UnlearnParams:
     return UnlearnParams(
         GradDiff=GradDiffParams(retain_weight=15.0, lrs=(1e-4, 3e-4)),
         MaxEnt=MaxEntParams(retain_weight=0.7, lrs=(3e-4, 1e-3)),
-        RMU=RMUParams(layers=(0,), hidden_layer=2, lrs=(1e-3, 3e-3)),
+        RMU=RMUParams(layers=(0,), hidden_layer=1, lrs=(1e-3, 3e-3)),
         SAM=SAMParams(method="RMU", rho=0.01, lrs=(2e-3,)),
         RepNoise=RepNoiseParams(alpha=1.5, beta=0.002, lrs=(5e-4,)),
         train=TrainParams(steps=7, batch_size=3, min_lr=1e-5, warmup_steps=2, eval_every=4),
@@ -553,3 +554,9 @@ def test_unlearning_run_bad_lr_default_path():
 def test_unlearning_run_unknown_run():
     with pytest.raises(KeyError, match="'UNDO'"):
         unlearning_run(_section(), "UNDO", 1e-3)
+
+
+def test_rmu_rejects_final_norm_state(tiny_model):
+    """hidden_states[num_hidden_layers] is the final-norm output in transformers, not a layer's output."""
+    with pytest.raises(ValueError, match=r"hidden_layer=2 is the model's final-norm output"):
+        make_loss("RMU", tiny_model, _rmu_params(hidden_layer=2), seed=0)

@@ -105,6 +105,12 @@ def make_rmu_loss(model, params: RMUParams, seed: int):
     ``retain_weight`` > 0, keeps a frozen deep copy of ``model`` as it is now as the reference. Call
     it before any training or checkpoint loading changes the weights.
     """
+    layers = model.config.num_hidden_layers
+    if params.hidden_layer >= layers:
+        # transformers returns the last entry of hidden_states after the final norm, not after a layer
+        raise ValueError(f"RMU hidden_layer={params.hidden_layer} is the model's final-norm output; steer an "
+                         f"intermediate state instead (hidden_layer < num_hidden_layers={layers}), as the paper "
+                         "does (11 of 14)")
     reference = None
     if params.retain_weight > 0:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
