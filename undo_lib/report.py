@@ -58,10 +58,18 @@ EXPERIMENT_COLUMNS = {
 }
 
 
+def _count_cell(value) -> str:
+    """Format a step or seed count (a mean over seeds) without decimals when it is whole."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return _cell(value)
+
+
 def _markdown(rows: list[dict], columns: list[str]) -> str:
     columns = [c for c in columns if any(c in row for row in rows)]
     lines = ["| " + " | ".join(c.replace("_", " ") for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_count_cell(row.get(c)) if c.endswith(("steps", "seeds")) else _cell(row.get(c))
+                                for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
