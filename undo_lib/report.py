@@ -54,7 +54,7 @@ EXPERIMENT_COLUMNS = {
     "e1": ["label", "kl_final", "retain_before", "forget_before", "forget_at_step"],
     "e2": ["method", "label", "retain_before", "forget_before", "forget_at_step", "collapsed_seeds"],
     "e3": ["label", "retain_before", "forget_before", "forget_at_step", "forget_equations_at_step",
-           "relative_robustness", "distill_steps", "cost_fraction_flops", "reached_stop_rule"],
+           "relative_robustness", "distill_steps", "cost_fraction_flops", "reached_stop_rule_seeds"],
 }
 
 
