@@ -218,10 +218,10 @@ def test_sam_keeps_frozen_weights(tiny_model, tokenizer):
     ids = torch.randint(4, len(tokenizer), (2, 8), generator=gen)
     batch = {part: {"input_ids": ids + i, "loss_mask": torch.ones_like(ids, dtype=torch.bool)}
              for i, part in enumerate(("forget", "retain"))}
-    loss_fn = make_loss("RMU", tiny_model, RMUParams(layers=(1,), hidden_layer=2), seed=0)
+    loss_fn = make_loss("RMU", tiny_model, RMUParams(layers=(0,), hidden_layer=1), seed=0)
     before = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
 
     train(tiny_model, loss_fn, itertools.repeat(batch), _params(steps=2, lr=1e-2, sam_rho=0.01), flops_per_token=1.0)
 
     for name, p in tiny_model.named_parameters():
-        assert torch.equal(p, before[name]) == (name != "model.layers.1.mlp.down_proj.weight"), name
+        assert torch.equal(p, before[name]) == (name != "model.layers.0.mlp.down_proj.weight"), name
