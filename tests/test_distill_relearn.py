@@ -284,4 +284,5 @@ def test_cost_fraction_without_unlearning_run():
 
     assert cost_fraction(result, None, oracle) == {"flops": 0.25, "tokens": 0.25, "distill_only_flops": 0.25}
     with_unlearning = cost_fraction(result, {"compute": {"flops": 30.0, "tokens": 5}}, oracle)
-    assert with_unlearning["flops"] == 0.5 and with_unlearning["tokens"] == 0.5
+    assert with_unlearning["flops"] == 0.5
+    assert with_unlearning["tokens"] == 0.5

@@ -51,7 +51,7 @@ def test_most_forgetting_picks_lowest_forget_accuracy_among_eligible():
     assert [c["lr"] for c in teacher["candidates"]] == [1e-4, 3e-4, 1e-3, 3e-3]
 
 
-def test_most_forgetting_for_cross_entropy_picks_highest_forget_ce():
+def test_most_forgetting_cross_entropy():
     runs = [_run(1e-4, 4.1, 6.0, 0.95), _run(3e-4, 4.2, 7.5, 0.9), _run(1e-3, 4.0, 5.0, 1.0)]
 
     teacher = select_teacher("MaxEnt", runs, TeacherRuleParams(min_retain_fraction=0.8), higher_is_better=False)
@@ -65,7 +65,7 @@ def test_tie_goes_to_smaller_lr():
     assert select_teacher("GradDiff", runs, TeacherRuleParams(), True)["lr"] == 1e-4
 
 
-def test_rule_not_met_takes_best_retain_and_says_so():
+def test_rule_not_met_best_retain():
     runs = [_run(1e-4, 0.2, 0.3, 0.5), _run(3e-4, 0.1, 0.0, 0.3), _run(1e-3, 0.0, 0.0, 0.0, collapsed=True)]
 
     teacher = select_teacher("RMU", runs, TeacherRuleParams(min_retain_fraction=0.8), True)
