@@ -21,6 +21,7 @@ install: $(STAMP)  ## create .venv with the pinned dependencies
 
 repro: $(STAMP)  ## validate params.yaml, then run the whole pipeline (dvc repro)
 	python -m undo_lib.config params.yaml
+	python -m undo_lib.pipeline --check-params params.yaml
 	dvc repro
 
 test: $(STAMP)  ## every test, the end-to-end notebook and dvc repro smoke runs included

@@ -19,6 +19,7 @@ import yaml
 
 from undo_lib import io
 from undo_lib.config import METHOD_NAMES, RUN_NAMES, SETTINGS
+from undo_lib.names import relearn_group
 
 SEEDS = (0, 1)
 ATTACK_LRS = (0.001, 0.0003)
@@ -135,7 +136,7 @@ def _relearn_rows(setting: str, seed: int, model: str, lr: float) -> list[dict]:
 def _write_relearn(seed_dir: Path, setting: str, seed: int) -> None:
     for model in models():
         for lr in ATTACK_LRS:
-            folder = seed_dir / "relearn" / model / f"lr_{lr}"
+            folder = seed_dir / "relearn" / relearn_group(model) / model / f"lr_{lr}"
             folder.mkdir(parents=True)
             rows = _relearn_rows(setting, seed, model, lr)
             pd.DataFrame(rows).to_csv(folder / "history.csv", index=False)

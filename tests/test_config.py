@@ -84,7 +84,11 @@ MALFORMED_CASES = [
     ("stop-consecutive-zero", "distill.arithmetic.stop_consecutive", 0, "distill.arithmetic.stop_consecutive", "0"),
     # Model shape
     ("kv-heads-not-divisor", "model.arithmetic.num_key_value_heads", 3, "model.arithmetic.num_key_value_heads", "3"),
-    ("heads-times-dim", "model.arithmetic.head_dim", 8, "model.arithmetic.head_dim", "8"),
+    ("zero-pre-attn-scalar", "model.arithmetic.query_pre_attn_scalar", 0, "model.arithmetic.query_pre_attn_scalar", "0"),
+    ("int-lr", "unlearn.arithmetic.GradDiff.lrs", [1, 0.5], "GradDiff.lrs[0]", "1"),
+    ("int-alpha", "distill.arithmetic.alphas", [0.5, 1], "distill.arithmetic.alphas[1]", "1"),
+    ("sam-in-pretrain", "pretrain.arithmetic.sam_rho", 0.05, "pretrain.arithmetic.sam_rho", "0.05"),
+    ("precision", "distill.arithmetic.train.precision", "fp16", "distill.arithmetic.train.precision", "fp16"),
     ("hidden-zero", "model.arithmetic.num_hidden_layers", 0, "model.arithmetic.num_hidden_layers", "0"),
     ("seq-len-too-long", "data.arithmetic.seq_len", 128, "data.arithmetic.seq_len", "128"),
     ("vocab-too-small", "tokenizer.arithmetic.vocab_size", 100, "tokenizer.arithmetic.vocab_size", "100"),

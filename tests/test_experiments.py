@@ -125,13 +125,13 @@ def test_stage_collapsed_flags(runs):
 
 def test_missing_file_names_path_and_stage(layout):
     params, runs_dir = layout
-    missing = runs_dir / "seed_1/relearn/undo_0.8/lr_0.0003/history.csv"
+    missing = runs_dir / "seed_1/relearn/undo/undo_0.8/lr_0.0003/history.csv"
     missing.unlink()
     with pytest.raises(experiments.MissingOutputError) as excinfo:
         experiments.load_runs(params, "arithmetic", runs_dir)
     message = str(excinfo.value)
     assert str(missing) in message
-    assert "arithmetic-relearn" in message
+    assert "arithmetic-relearn-undo" in message
     assert "dvc repro arithmetic-figures" in message
     assert message.startswith("1 stage outputs are missing")
 
@@ -149,8 +149,9 @@ def test_missing_seed_lists_first_files(layout):
 def test_stale_folders_ignored(layout):
     params, runs_dir = layout
     shutil.copytree(runs_dir / "seed_1", runs_dir / "seed_7")
-    shutil.copytree(runs_dir / "seed_0/relearn/undo_0.5", runs_dir / "seed_0/relearn/undo_0.9")
-    shutil.copytree(runs_dir / "seed_0/relearn/full/lr_0.001", runs_dir / "seed_0/relearn/full/lr_0.01")
+    shutil.copytree(runs_dir / "seed_0/relearn/undo/undo_0.5", runs_dir / "seed_0/relearn/undo/undo_0.9")
+    shutil.copytree(runs_dir / "seed_0/relearn/reference/full/lr_0.001",
+                    runs_dir / "seed_0/relearn/reference/full/lr_0.01")
     shutil.copytree(runs_dir / "seed_0/unlearn/RMU/lr_0.001", runs_dir / "seed_0/unlearn/RMU/lr_0.01")
     runs = experiments.load_runs(params, "arithmetic", runs_dir)
     assert set(runs.relearn["seed"]) == {0, 1}

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from undo_lib.config import RUN_NAMES, load_params
+from undo_lib.names import RELEARN_GROUPS
 from undo_lib.pipeline import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,15 +161,15 @@ def _outs(body) -> dict[str, dict]:
 
 
 TRAINING_STAGES = [f"{setting}-{kind}" for setting in ("arithmetic", "language")
-                   for kind in ("pretrain", "distill", "match-full", "match-random_init", "undo", "relearn", "relearn-undo",
-                                *(f"unlearn-{run}" for run in RUN_NAMES), *(f"relearn-{run}" for run in RUN_NAMES))]
+                   for kind in ("pretrain", "distill", "match-full", "match-random_init", "undo",
+                                *(f"unlearn-{run}" for run in RUN_NAMES), *(f"relearn-{g}" for g in RELEARN_GROUPS))]
 
 
 @pytest.mark.parametrize("name", TRAINING_STAGES)
 def test_training_stage_checkpoint_and_timing(name):
     body = dict(_stage_bodies())[name]
     checkpoint = re.search(r"-p checkpoint_dir (\S+)", body["cmd"]).group(1)
-    timing = re.search(r"-p timing_out (\S+)", body["cmd"]).group(1)
+    timing = re.search(r"-p timing_(?:out|dir) (\S+)", body["cmd"]).group(1)
     outs = _outs(body)
     tracked = list(outs) + body["deps"]
 
@@ -250,10 +251,11 @@ def test_dvc_repro_smoke(smoke_run):
         root = project.root / "outputs" / setting
         for name in FIGURE_FILES:
             assert (root / "figures" / name).is_file(), f"dvc repro did not write the {setting} {name}"
-        assert (root / "models/seed_0/undo_0.5/model.safetensors").is_file()
+        assert (root / "models/seed_0/undo/alpha_0.5/model.safetensors").is_file()
         assert (root / "models/seed_0/teacher_RMU/model.safetensors").is_file()
-        assert (root / "runs/seed_0/relearn/undo_0.5/lr_0.001/history.csv").is_file()
-        assert (root / "runs/seed_0/relearn/SAM_lr_0.001/lr_0.001/history.csv").is_file()
+        assert (root / "runs/seed_0/relearn/undo/undo_0.5/lr_0.001/history.csv").is_file()
+        assert (root / "runs/seed_0/relearn/unlearned/SAM_lr_0.001/lr_0.001/history.csv").is_file()
+        assert (root / "timing/seed_0/relearn-reference/oracle.json").is_file()
         assert (root / "runs/seed_0/teachers/GradDiff.json").is_file()
         assert (root / "timing/seed_0/pretrain-full.json").is_file()
         assert "seconds" not in (root / "runs/seed_0/pretrain/full/metrics.json").read_text()
@@ -273,8 +275,8 @@ def test_rerun_is_bitwise_identical(smoke_run):
     metrics_before = {p: p.read_bytes() for p in runs.rglob("*") if p.name in ("metrics.json", "history.csv")}
     stages = ["arithmetic-data", "arithmetic-pretrain@0-oracle", "arithmetic-unlearn-RMU@0-0.001",
               "arithmetic-unlearn-SAM@0-0.001", "arithmetic-teacher@0-MaxEnt", "arithmetic-undo@0-0.5",
-              "arithmetic-relearn-MaxEnt@0-0.001", "language-data", "language-unlearn-RepNoise@0-0.001",
-              "language-distill@0-GradDiff", "language-match-full@0", "language-relearn@0-oracle"]
+              "arithmetic-relearn-unlearned@0", "language-data", "language-unlearn-RepNoise@0-0.001",
+              "language-distill@0-GradDiff", "language-match-full@0", "language-relearn-reference@0"]
 
     for stage in stages:
         run = project.dvc("repro", "--force", "--single-item", stage)

@@ -41,6 +41,7 @@ class SharedParams:
     settings: tuple[str, ...] = ("arithmetic",)  # settings the pipeline runs
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when available
     torch_threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
+    tf32: bool = False  # CUDA only: TF32 matmuls and convolutions (faster, about 3 fewer significant digits)
     check_memory: bool = True  # stop a training stage early when its estimated peak memory exceeds what is free
 
 
@@ -175,7 +176,9 @@ class TrainParams:
     loss_positions: Literal["all", "answers"] = "all"  # answers: arithmetic answer tokens only
     eval_every: int = 0  # evaluate every N steps (0: only at the start and the end)
     checkpoint_every: int = 0  # save a resumable checkpoint every N steps and at the end (0: off)
-    sam_rho: float = 0.0  # SAM radius: > 0 takes each step at the gradient of the worst point within rho
+    sam_rho: float = 0.0  # SAM radius, set by the unlearn section's SAM sweep; 0 everywhere in params.yaml
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: forward passes under bfloat16 autocast, fp32 weights
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass to save memory
 
 
 METHOD_NAMES = ("GradDiff", "MaxEnt", "RMU")  # unlearning losses (undo_lib.methods)
@@ -226,7 +229,7 @@ class RepNoiseParams:
 
 @dataclass(frozen=True)
 class TeacherRuleParams:
-    """How one run of each method's LR sweep is picked as the teacher that later stages distill."""
+    """The rule that picks one run of each method's LR sweep as the teacher later stages distill."""
 
     # most_forgetting: among runs that keep min_retain_fraction of the full model's retain
     # performance (above chance), the one whose forget performance is lowest; fixed_lr: lrs[method]
@@ -407,7 +410,8 @@ def _check_train(t: TrainParams, path: str, needs_lr: bool) -> None:
            "a finite number >= 0 (0 disables clipping)")
     _check(t.eval_every >= 0, f"{path}.eval_every", t.eval_every, ">= 0 (0: start and end only)")
     _check(t.checkpoint_every >= 0, f"{path}.checkpoint_every", t.checkpoint_every, ">= 0 (0 disables checkpoints)")
-    _check(0 <= t.sam_rho < math.inf, f"{path}.sam_rho", t.sam_rho, "a finite number >= 0 (0 disables SAM)")
+    _check(t.sam_rho == 0, f"{path}.sam_rho", t.sam_rho,
+           "0: SAM is the unlearning baseline configured under unlearn.<setting>.SAM (method, rho, lrs)")
     if needs_lr:
         _check(t.lr is not None and 0 < t.lr < math.inf, f"{path}.lr", t.lr, "a positive finite number")
         if t.min_lr is not None:
@@ -417,18 +421,36 @@ def _check_train(t: TrainParams, path: str, needs_lr: bool) -> None:
 
 
 def _check_model(m: ModelParams, path: str) -> None:
+    # head_dim need not be hidden_size / num_attention_heads: Gemma-2-2B has 8 heads of 256 in a
+    # hidden size of 2304, and the attention output projection maps heads * head_dim back to hidden_size
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                 "head_dim", "intermediate_size", "sliding_window", "max_position_embeddings"):
+                 "head_dim", "intermediate_size", "sliding_window", "max_position_embeddings",
+                 "query_pre_attn_scalar"):
         _check(getattr(m, name) > 0, f"{path}.{name}", getattr(m, name), "a positive integer")
     _check(m.num_attention_heads % m.num_key_value_heads == 0, f"{path}.num_key_value_heads",
            m.num_key_value_heads, f"a divisor of num_attention_heads={m.num_attention_heads}")
-    _check(m.num_attention_heads * m.head_dim == m.hidden_size, f"{path}.head_dim", m.head_dim,
-           f"hidden_size / num_attention_heads = {m.hidden_size}/{m.num_attention_heads}")
 
 
 def _check_unit(values: typing.Iterable[float], path: str) -> None:
     for i, v in enumerate(values):
         _check(0.0 <= v <= 1.0, f"{path}[{i}]", v, "in [0, 1]")
+
+
+def _check_float_literals(data: Any, path: str) -> None:
+    """Reject integers in the lists whose values name DVC stages and folders (LRs, alphas).
+
+    DVC writes ``[1, 0.5]`` into folder names as ``1`` and ``0.5``, whereas Python formats the
+    parsed floats as ``1.0`` and ``0.5``, so a stage would write a folder the next stage cannot find.
+    """
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in ("lrs", "alphas") and isinstance(value, list):
+                for i, v in enumerate(value):
+                    if isinstance(v, int) and not isinstance(v, bool):
+                        raise ParamsError(f"{path}{key}[{i}]: invalid value {v!r}; write it as a float "
+                                          f"({float(v)!r}), because stage and folder names use the value as written.")
+            elif isinstance(value, dict):
+                _check_float_literals(value, f"{path}{key}.")
 
 
 def _validate_arithmetic_data(d: ArithmeticDataParams, path: str) -> None:
@@ -567,8 +589,6 @@ def _validate_unlearn(u: UnlearnParams, m: ModelParams, path: str) -> None:
     _check(u.MaxEnt.repnoise_beta >= 0, f"{path}.MaxEnt.repnoise_beta", u.MaxEnt.repnoise_beta, ">= 0")
     _validate_rmu(u.RMU, m, f"{path}.RMU")
     _check(0 < u.SAM.rho < math.inf, f"{path}.SAM.rho", u.SAM.rho, "a positive finite number")
-    _check(u.train.sam_rho == 0, f"{path}.train.sam_rho", u.train.sam_rho,
-           f"0 here: SAM is its own sweep, configured under {path}.SAM")
     _check(u.RepNoise.alpha >= 0, f"{path}.RepNoise.alpha", u.RepNoise.alpha, ">= 0")
     _check(u.RepNoise.beta >= 0, f"{path}.RepNoise.beta", u.RepNoise.beta, ">= 0")
     _check(u.RepNoise.alpha + u.RepNoise.beta > 0, f"{path}.RepNoise", to_dict(u.RepNoise),
@@ -627,6 +647,7 @@ def params_from_dict(data: dict) -> Params:
     """Build and validate Params from a parsed params.yaml mapping."""
     if not isinstance(data, dict):
         raise ParamsError(f"params.yaml must contain a mapping of sections, got {type(data).__name__}.")
+    _check_float_literals(data, "")
     return validate(_build(Params, data, ""))
 
 

@@ -134,14 +134,19 @@ def document_batch(tokenizer, texts: list[str], seq_len: int) -> PackedData:
 
 
 class LanguageEvaluator:
-    """Callable returning English CE (retain) and Korean CE (forget) on validation documents."""
+    """Callable returning English CE (retain) and Korean CE (forget) on validation documents.
+
+    With no English documents it returns the Korean CE only (relearning attacks).
+    """
 
     def __init__(self, tokenizer, english: list[str], korean: list[str], seq_len: int, batch_size: int):
-        self.english = document_batch(tokenizer, english, seq_len)
+        self.english = document_batch(tokenizer, english, seq_len) if english else None
         self.korean = document_batch(tokenizer, korean, seq_len)
         self.batch_size = batch_size
 
     def __call__(self, model) -> dict[str, float]:
-        english_ce = text_ce(model, self.english, self.batch_size)
         korean_ce = text_ce(model, self.korean, self.batch_size)
+        if self.english is None:
+            return {"forget": korean_ce, "korean_ce": korean_ce}
+        english_ce = text_ce(model, self.english, self.batch_size)
         return {"retain": english_ce, "forget": korean_ce, "english_ce": english_ce, "korean_ce": korean_ce}

@@ -9,7 +9,8 @@ training seed in ``shared.seeds``:
   RMU picked as teacher;
 - ``distill/<Method>/`` (Unlearn-and-Distill), ``match/{full,random_init}/`` (oracle matching) and
   ``undo/alpha_<a>/`` (UNDO), each with metrics.json and history.csv;
-- ``relearn/<model>/lr_<lr>/history.csv`` for every attacked model and attack LR.
+- ``relearn/<group>/<model>/lr_<lr>/history.csv`` for every attacked model and attack LR, where
+  ``<group>`` is the relearning stage that attacks the model (``undo_lib.names.relearn_group``).
 
 Only the runs, LRs, alphas and seeds that the params list are read, so folders left by an earlier
 configuration are ignored. Relearning attacks are combined as in Lee et al. (arXiv 2506.06278):
@@ -31,12 +32,13 @@ import pandas as pd
 
 from undo_lib.config import METHOD_NAMES, RUN_NAMES, Params
 from undo_lib.io import atomic_write_text, read_json
+from undo_lib.names import (MATCH_STUDENTS, alpha_folder, distilled_model, lr_folder, match_model, relearn_group,
+                            sweep_model, undo_model)
 from undo_lib.relearn import worst_case
 from undo_lib.settings import metric_spec
 
 logger = logging.getLogger(__name__)
 
-MATCH_STUDENTS = ("full", "random_init")  # oracle-matching students: the pretrained full model and the random init
 
 # Model families, used for legends, styles and the Pareto table
 FULL = "Full model"
@@ -59,33 +61,6 @@ class MissingOutputError(FileNotFoundError):
 
 # ----------------------------------------------------------------------------------------------
 # Model names
-
-
-def lr_folder(lr: float) -> str:
-    """Return the folder name of a learning rate, such as ``lr_0.001`` or ``lr_1e-05``."""
-    return f"lr_{float(lr)}"
-
-
-def alpha_folder(alpha: float) -> str:
-    """Return the folder name of an UNDO alpha, such as ``alpha_0.6``."""
-    return f"alpha_{float(alpha)}"
-
-
-def sweep_model(run: str, lr: float) -> str:
-    """Return the model name of an unlearning sweep point, such as ``MaxEnt_lr_0.001``."""
-    return f"{run}_{lr_folder(lr)}"
-
-
-def undo_model(alpha: float) -> str:
-    return f"undo_{float(alpha)}"
-
-
-def distilled_model(method: str) -> str:
-    return f"distilled_{method}"
-
-
-def match_model(student: str) -> str:
-    return f"match_{student}"
 
 
 def unlearn_role(method: str) -> str:
@@ -217,7 +192,7 @@ def _required_files(params: Params, setting: str, runs_dir: Path) -> list[Path]:
             files.append(seed_dir / entry.folder / "metrics.json")
             if entry.family == ORACLE_MATCHING:  # E1 plots the distillation KL of these two
                 files.append(seed_dir / entry.folder / "history.csv")
-            files += [seed_dir / "relearn" / entry.name / lr_folder(lr) / "history.csv"
+            files += [seed_dir / "relearn" / relearn_group(entry.name) / entry.name / lr_folder(lr) / "history.csv"
                       for lr in params.relearn[setting].lrs]
         files += [seed_dir / "teachers" / f"{method}.json" for method in METHOD_NAMES]
     return files
@@ -226,6 +201,8 @@ def _required_files(params: Params, setting: str, runs_dir: Path) -> list[Path]:
 def _stage_family(path: Path, runs_dir: Path, setting: str) -> str:
     """Return the stage family that writes ``path``, such as ``arithmetic-relearn``."""
     parts = path.relative_to(runs_dir).parts
+    if len(parts) > 2 and parts[1] == "relearn":
+        return f"{setting}-relearn-{parts[2]}"
     return f"{setting}-{parts[1]}" if len(parts) > 1 else f"{setting}-figures"
 
 
@@ -382,7 +359,7 @@ def load_relearn_histories(params: Params, setting: str, runs_dir: str | Path) -
         relearn_dir = Path(runs_dir) / f"seed_{seed}" / "relearn"
         for entry in attacked_models(params, setting):
             for lr in params.relearn[setting].lrs:
-                path = relearn_dir / entry.name / lr_folder(lr) / "history.csv"
+                path = relearn_dir / relearn_group(entry.name) / entry.name / lr_folder(lr) / "history.csv"
                 frames.append(_read_relearn_history(path, seed, entry.name, lr))
     return _sort_rows(pd.concat(frames, ignore_index=True), ["seed"], ["lr", "step"])
 

@@ -1,8 +1,9 @@
 """Relearning attacks: finetune a model on forget-domain data and watch the forget metric return.
 
-One attack is one learning rate; the pipeline runs the LR grid as separate DVC stages and
-``worst_case`` combines them: at every attack step it keeps the attacker's best result over LRs
-(highest forget accuracy). A run whose loss diverges is kept and flagged, not dropped.
+One attack is one learning rate; a relearning stage runs every LR of the grid on each model of its
+group (``undo_lib.names``), and ``worst_case`` combines them: at every attack step it keeps the
+attacker's best result over LRs (highest forget accuracy). A run whose loss diverges is kept and
+flagged, not dropped.
 """
 
 from __future__ import annotations
@@ -25,20 +26,29 @@ def attack_params(params: TrainParams, lr: float) -> TrainParams:
 
 
 def run_attack(model, loss_fn, batches, params: TrainParams, lr: float, flops_per_token: float, evaluate,
-               checkpoint_dir=None, checkpoint_key: str = ""):
+               checkpoint_dir=None, checkpoint_key: str = "", initial_metrics: dict | None = None):
     """Run one attack at ``lr``; returns (history rows, diverged flag, TrainResult or None).
 
-    ``checkpoint_dir`` and ``checkpoint_key`` are passed to ``train`` (resumable attacks).
+    ``checkpoint_dir``, ``checkpoint_key`` and ``initial_metrics`` (the metrics of the weights
+    before the attack, when an attack at another LR has measured them) are passed to ``train``.
     """
     try:
         result = train(model, loss_fn, batches, attack_params(params, lr), flops_per_token, evaluate,
-                       checkpoint_dir=checkpoint_dir, checkpoint_key=checkpoint_key)
+                       checkpoint_dir=checkpoint_dir, checkpoint_key=checkpoint_key, initial_metrics=initial_metrics)
     except DivergenceError as err:
         logger.warning("attack at lr=%g diverged at step %d; recording it as diverged", lr, err.step)
         before = [dict(row, lr=lr, diverged=False) for row in err.history if "forget" in row]
         return before + [{"step": err.step, "lr": lr, "diverged": True}], True, None
     rows = [dict(row, lr=lr, diverged=False) for row in result.history if "forget" in row]
     return rows, False, result
+
+
+def before_attack(rows: list[dict]) -> dict:
+    """Return the evaluation metrics of step 0 (the attacked weights) from an attack's history rows."""
+    first = rows[0]
+    if first.get("step") != 0:
+        raise ValueError(f"the first history row is step {first.get('step')}, not step 0")
+    return {k: v for k, v in first.items() if k not in ("step", "tokens", "flops", "lr", "diverged")}
 
 
 def worst_case(history: pd.DataFrame, metric: str = "forget", higher_is_worse: bool = True) -> pd.DataFrame:

@@ -51,6 +51,8 @@ def start_stage(params_file: str, setting: str, stage: str, item: str = "",
     stage_seed = derive_seed(params.shared.seed if seed is None else seed, setting, stage, item)
     seed_everything(stage_seed)
     device = resolve_device(params.shared.device)
+    torch.backends.cuda.matmul.allow_tf32 = params.shared.tf32  # no effect on CPU
+    torch.backends.cudnn.allow_tf32 = params.shared.tf32
     logger.info("stage %s %s (%s) on %s, training seed %s, stage seed %d", stage, item, setting, device, seed,
                 stage_seed)
     return params, device, stage_seed
@@ -176,8 +178,13 @@ def finish_stage(out_dir: str | Path, metrics: dict, history: list[dict] | None 
     logger.info("wrote outputs to %s", out_dir)
 
 
-def arithmetic_evaluator(params: Params, setting: str, tokenizer, data_dir: str | Path, with_english: bool = True):
-    """The evaluator every arithmetic stage uses: 8 accuracy sets, plus English CE if asked."""
+def arithmetic_evaluator(params: Params, setting: str, tokenizer, data_dir: str | Path, with_english: bool = True,
+                         forget_only: bool = False):
+    """Build the evaluator every arithmetic stage uses: 8 accuracy sets, plus English CE if asked.
+
+    ``forget_only`` keeps the 4 multiplication and division sets (relearning attacks).
+    """
+    from undo_lib.arithmetic import FORGET_OPS
     from undo_lib.data import pack_records
     from undo_lib.evaluate import ArithmeticEvaluator
     from undo_lib.io import read_jsonl
@@ -189,7 +196,7 @@ def arithmetic_evaluator(params: Params, setting: str, tokenizer, data_dir: str 
                                params.data[setting].seq_len, "all")
     return ArithmeticEvaluator(
         tokenizer, read_jsonl(data_dir / "eval.jsonl"), params.evaluate[setting].batch_size,
-        params.evaluate[setting].max_new_tokens, english=english,
+        params.evaluate[setting].max_new_tokens, ops=FORGET_OPS if forget_only else None, english=english,
     )
 
 

@@ -52,21 +52,25 @@ def evaluation_files(setting: str) -> list[str]:
     return list(EVALUATION_FILES[setting])
 
 
-def make_evaluator(params: Params, setting: str, tokenizer, data_dir: str | Path, with_english: bool = True):
+def make_evaluator(params: Params, setting: str, tokenizer, data_dir: str | Path, with_english: bool = True,
+                   forget_only: bool = False):
     """Build the evaluator every stage of ``setting`` uses (a callable ``model -> metrics dict``).
 
-    ``with_english`` adds the English CE to the arithmetic metrics; the language metrics always
-    contain it, because it is their retain metric.
+    ``with_english`` adds the English CE to the arithmetic metrics; the language metrics contain it
+    unless ``forget_only``, because it is their retain metric. ``forget_only`` (relearning attacks,
+    whose curves need only the forget metric) returns ``forget`` and its parts, at half the cost.
     """
     if setting == "arithmetic":
         from undo_lib.runtime import arithmetic_evaluator
 
-        return arithmetic_evaluator(params, setting, tokenizer, data_dir, with_english=with_english)
+        return arithmetic_evaluator(params, setting, tokenizer, data_dir, with_english=with_english and not forget_only,
+                                    forget_only=forget_only)
     from undo_lib.evaluate import LanguageEvaluator
     from undo_lib.io import read_jsonl
 
     data_dir, evaluate = Path(data_dir), params.evaluate[setting]
-    english = [r["text"] for r in read_jsonl(data_dir / "english_validation.jsonl")[: evaluate.documents]]
+    english = [] if forget_only else \
+        [r["text"] for r in read_jsonl(data_dir / "english_validation.jsonl")[: evaluate.documents]]
     korean = [r["text"] for r in read_jsonl(data_dir / "korean_validation.jsonl")[: evaluate.documents]]
     return LanguageEvaluator(tokenizer, english, korean, params.data[setting].seq_len, evaluate.batch_size)
 

@@ -6,6 +6,11 @@ AdamW (betas 0.9/0.999, eps 1e-8), linear warmup then cosine decay from ``lr`` t
 FLOPs; evaluation runs at step 0, every ``eval_every`` steps and at the end; an optional stop rule
 ends training early. A non-finite loss or gradient raises ``DivergenceError`` at the step it appears.
 
+``precision: bf16`` runs the forward passes (and so the loss) under bfloat16 autocast while the
+weights, gradients and optimizer state stay float32; ``gradient_checkpointing`` recomputes each
+layer's activations in the backward pass instead of storing them. Both default off, and the CPU
+pipeline keeps them off.
+
 With ``checkpoint_every`` > 0 and a checkpoint folder, the loop saves a checkpoint
 (``undo_lib.checkpoint``) every ``checkpoint_every`` steps and when training ends, and a later call
 with the same params and key resumes from it. A resumed run gives bitwise the same weights and
@@ -14,6 +19,7 @@ history as an uninterrupted one on CPU (tested in tests/test_checkpoint.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -134,10 +140,18 @@ def _resume(state: dict, batches: Iterator[dict], should_stop: StopFn | None) ->
     return progress
 
 
+def _autocast(params: TrainParams, device: torch.device):
+    """bfloat16 autocast for ``precision: bf16``, else no context."""
+    if params.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _forward_backward(model, loss_fn: LossFn, batch: dict, params: TrainParams, step: int, lr: float,
                       history: list[dict], logs: dict[str, float]) -> float:
     """Backpropagate one micro-batch's share of the step loss, add its logs to ``logs`` and return that share."""
-    loss, micro_logs = loss_fn(model, batch)
+    with _autocast(params, next(model.parameters()).device):
+        loss, micro_logs = loss_fn(model, batch)
     if not torch.isfinite(loss):
         raise DivergenceError(step, lr, "the loss", history)
     (loss / params.grad_accum).backward()
@@ -209,6 +223,7 @@ def train(
     should_stop: StopFn | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_key: str = "",
+    initial_metrics: dict | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with ``loss_fn`` on ``batches``.
 
@@ -228,13 +243,19 @@ def train(
             deletes it (``undo_lib.checkpoint.remove_checkpoint``) once the outputs are saved.
         checkpoint_key: everything besides ``params`` that the result depends on (seed, inputs,
             code), so a checkpoint of another configuration is not resumed.
+        initial_metrics: the metrics of ``model``'s weights as passed in, when the caller has
+            already measured them (several relearning attacks start from the same weights); they
+            fill step 0's row instead of a call to ``evaluate``.
 
     Returns:
         TrainResult with counters and the per-step history.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
+    # foreach: one fused update over all tensors (torch's CPU default updates them one by one)
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, betas=(0.9, 0.999), eps=1e-8,
-                                  weight_decay=params.weight_decay)
+                                  weight_decay=params.weight_decay, foreach=True)
+    if params.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     checkpointing = checkpoint_dir is not None and params.checkpoint_every > 0
     fingerprint = checkpoint_fingerprint(params, checkpoint_key) if checkpointing else ""
     state = load_checkpoint(checkpoint_dir, fingerprint, model, optimizer) if checkpointing else None
@@ -245,7 +266,10 @@ def train(
     if state is None:
         progress = _Progress(TrainResult())
         row = {"step": 0, "tokens": 0, "flops": 0.0}
-        _evaluate(model, evaluate, row)
+        if initial_metrics is not None and evaluate is not None:
+            row.update(initial_metrics)
+        else:
+            _evaluate(model, evaluate, row)
         progress.result.history.append(row)
     else:
         progress = _resume(state, batches, should_stop)
@@ -273,6 +297,8 @@ def train(
             result.seconds = elapsed_before + time.perf_counter() - start
             save_checkpoint(checkpoint_dir, model, optimizer, progress.to_state(fingerprint, finished))
 
+    if params.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
     model.eval()
     result.seconds = elapsed_before + time.perf_counter() - start
     logger.info("trained %d steps, %s tokens in %.1f s", result.steps, f"{result.tokens:,}", result.seconds)
