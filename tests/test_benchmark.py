@@ -9,6 +9,7 @@ import yaml
 
 from benchmarks.train_step import (FORWARD, VARIANTS, Workload, _minimal_runner, _rotated, main, parse_args,
                                    render_page, results_markdown, run_benchmark, time_steps, workload_from_params)
+from benchmarks.pipeline_profile import before_after_table, micro_table
 from undo_lib.config import ModelParams, TrainParams, load_params
 from undo_lib.model import build_model
 
@@ -192,3 +193,17 @@ def test_parse_args_rejects_zero(option):
 def test_parse_args_rejects_unknown_setting():
     with pytest.raises(SystemExit):
         parse_args(["--setting", "chemistry"])
+
+
+def test_profile_before_after_table():
+    table = before_after_table({"pretrain": (2, 10.5), "relearn": (19, 7.8)},
+                               {"pretrain": (2, 9.0), "relearn": (4, 4.0)})
+
+    assert "| relearn | 19 | 7.8 | 4 | 4.0 |" in table
+    assert table.splitlines()[-1] == "| **total** | 21 | **18.3** | 6 | **13.0** |"
+
+
+def test_profile_micro_table_speedup():
+    table = micro_table([("tokenise", "s", 17.5, 7.0)])
+
+    assert table.splitlines()[-1] == "| tokenise | 17.500 s | 7.000 s | 2.50× |"

@@ -29,6 +29,16 @@ def _marked_positions(mask: list[int]) -> list[int]:
 # tokenize_records
 
 
+def test_backend_ids_and_offsets_match_wrapper(tokenizer):
+    """tokenize_records calls the Rust tokenizer directly; it must see what the transformers call sees."""
+    texts = [EQUATION["text"], WORD_PROBLEM["text"], ENGLISH["text"], "한국어 문장 12 + 7 = 19"]
+    wrapper = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    backend = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+
+    assert [e.ids for e in backend] == wrapper["input_ids"]
+    assert [list(e.offsets) for e in backend] == [list(map(tuple, o)) for o in wrapper["offset_mapping"]]
+
+
 def test_equation_answer_and_separator(tokenizer):
     [(ids, mask)] = tokenize_records(tokenizer, [EQUATION], "answers")
 

@@ -12,7 +12,7 @@ from undo_lib.config import TrainParams
 from undo_lib.distill import RetainStopRule, cost_fraction, make_distill_loss
 from undo_lib.losses import lm_loss
 from undo_lib.noise import apply_undo_noise
-from undo_lib.relearn import attack_params, run_attack, worst_case
+from undo_lib.relearn import attack_params, before_attack, run_attack, worst_case
 from undo_lib.train import TrainResult
 
 # RetainStopRule
@@ -286,3 +286,21 @@ def test_cost_fraction_without_unlearning_run():
     with_unlearning = cost_fraction(result, {"compute": {"flops": 30.0, "tokens": 5}}, oracle)
     assert with_unlearning["flops"] == 0.5
     assert with_unlearning["tokens"] == 0.5
+
+
+def test_run_attack_reuses_initial_metrics(tiny_model, tokenizer):
+    evaluations = itertools.count()
+
+    def evaluate(model):
+        return {"forget": float(next(evaluations)) / 10}
+
+    rows, _, _ = run_attack(tiny_model, lm_loss, itertools.repeat(_batch(len(tokenizer))), _relearn_params(),
+                            lr=1e-3, flops_per_token=2.0, evaluate=evaluate, initial_metrics={"forget": 0.9})
+
+    assert [row["forget"] for row in rows] == [0.9, 0.0, 0.1]
+    assert before_attack(rows) == {"forget": 0.9}
+
+
+def test_before_attack_needs_step_zero():
+    with pytest.raises(ValueError, match="step 2, not step 0"):
+        before_attack([{"step": 2, "forget": 0.1}])

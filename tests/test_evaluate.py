@@ -181,3 +181,14 @@ def test_text_ce_differs_from_sequence_mean(tiny_model, tokenizer):
 
     unweighted = sum(seq_means) / 2
     assert text_ce(tiny_model, PackedData(ids, mask), 1) != pytest.approx(unweighted, rel=1e-4)
+
+
+def test_language_evaluator_forget_only(tiny_model, tokenizer):
+    korean = ["한국어 문장입니다.", "두 번째 문서입니다."]
+    full = evaluate.LanguageEvaluator(tokenizer, ["An English line."], korean, seq_len=16, batch_size=2)
+    forget_only = evaluate.LanguageEvaluator(tokenizer, [], korean, seq_len=16, batch_size=2)
+
+    metrics = forget_only(tiny_model)
+
+    assert set(metrics) == {"forget", "korean_ce"}
+    assert metrics["forget"] == pytest.approx(full(tiny_model)["forget"])

@@ -380,3 +380,13 @@ def test_summary_json_round_trip(tmp_path, runs, worst, params):
     assert summary["models"][0]["cost_fraction_flops"] is None
     assert len(summary["tables"]["e4"]) == len(tables["e4"])
     assert "| UNDO α=0.8 |" in results_table(path)
+
+
+def test_flag_count_missing_is_nan():
+    rows = pd.DataFrame({"seed": [0, 1, 0, 1], "model": ["a", "a", "b", "b"], "x": [1.0, 3.0, 2.0, 2.0],
+                         "flag": [True, False, None, None]})
+
+    table = experiments.aggregate_seeds(rows, ["model"], ["x"], counts=["flag"]).set_index("model")
+
+    assert table.loc["a", "flag_seeds"] == 1
+    assert math.isnan(table.loc["b", "flag_seeds"])

@@ -14,7 +14,7 @@ import yaml
 
 from undo_lib.config import RUN_NAMES, load_params
 from undo_lib.names import RELEARN_GROUPS
-from undo_lib.pipeline import render
+from undo_lib.pipeline import missing_tracked_params, render
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -296,3 +296,23 @@ def test_rerun_is_bitwise_identical(smoke_run):
 def test_profiles_load(path):
     """Every documented params profile passes validation, so `cp profiles/X.yaml params.yaml` works."""
     assert load_params(path).shared.settings
+
+
+def test_tracked_params_all_present(smoke_params_dict):
+    assert missing_tracked_params(smoke_params_dict) == []
+
+
+def test_tracked_params_missing_named(smoke_params_dict):
+    del smoke_params_dict["shared"]["tf32"]
+    del smoke_params_dict["unlearn"]["language"]["RMU"]["control_vector"]
+
+    missing = missing_tracked_params(smoke_params_dict)
+
+    assert missing == ["shared.tf32", "unlearn.language.RMU.control_vector"]
+
+
+def test_unlearn_stage_tracks_no_lr_list():
+    """Adding an LR to a sweep must not rerun the sweep's other points."""
+    for name, body in _stage_bodies():
+        if "-unlearn-" in name:
+            assert not any(key.endswith(".lrs") for key in body["params"]), name

@@ -312,3 +312,76 @@ def test_loss_logs_averaged(tiny_model, tokenizer):
     with torch.no_grad():
         expected = causal_ce(tiny_model(input_ids=batch["input_ids"]).logits, batch["input_ids"], batch["loss_mask"])
     assert row["loss"] == pytest.approx(expected.item(), rel=1e-3)
+
+
+def test_initial_metrics_replace_step0_eval(tiny_model, tokenizer):
+    evaluator = CountingEvaluator()
+    batch = _fixed_batch(len(tokenizer))
+    initial = {"retain": 0.25, "forget": 0.75}
+
+    result = train(tiny_model, lm_loss, itertools.repeat(batch), _params(steps=2), 1.0, evaluate=evaluator,
+                   initial_metrics=initial)
+
+    assert evaluator.calls == 1  # the end of training only
+    assert result.history[0]["retain"] == 0.25
+    assert result.history[0]["forget"] == 0.75
+
+
+class _PrecisionProbe:
+    """Loss wrapper that records whether each forward ran under CPU bfloat16 autocast and with checkpointing."""
+
+    def __init__(self):
+        self.autocast, self.checkpointing = [], []
+
+    def __call__(self, model, batch):
+        self.autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        self.checkpointing.append(model.is_gradient_checkpointing)
+        return lm_loss(model, batch)
+
+
+def test_bf16_runs_forward_under_autocast(tiny_model, tokenizer):
+    probe = _PrecisionProbe()
+    batch = _fixed_batch(len(tokenizer))
+
+    train(tiny_model, probe, itertools.repeat(batch), _params(steps=2, precision="bf16"), 1.0)
+
+    assert probe.autocast == [True, True]
+    assert all(p.dtype == torch.float32 for p in tiny_model.parameters())
+
+
+def test_fp32_runs_without_autocast(tiny_model, tokenizer):
+    probe = _PrecisionProbe()
+
+    train(tiny_model, probe, itertools.repeat(_fixed_batch(len(tokenizer))), _params(steps=2), 1.0)
+
+    assert probe.autocast == [False, False]
+
+
+def test_bf16_close_to_fp32(tiny_model_params, tokenizer):
+    """bf16 autocast keeps float32 weights, so a few steps land near the float32 run but not on it."""
+    batch = _fixed_batch(len(tokenizer))
+    weights = {}
+    for precision in ("fp32", "bf16"):
+        model = build_model(tiny_model_params, len(tokenizer), seed=0)
+        train(model, lm_loss, itertools.repeat(batch), _params(steps=3, lr=1e-3, precision=precision), 1.0)
+        weights[precision] = torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    difference = (weights["fp32"] - weights["bf16"]).abs().max().item()
+
+    assert 0 < difference < 1e-2
+
+
+def test_gradient_checkpointing_same_weights(tiny_model_params, tokenizer):
+    """Recomputing activations changes memory, not the arithmetic: CPU weights match bitwise."""
+    batch = _fixed_batch(len(tokenizer))
+    weights, probes = {}, {}
+    for checkpointing in (False, True):
+        model = build_model(tiny_model_params, len(tokenizer), seed=0)
+        probes[checkpointing] = _PrecisionProbe()
+        train(model, probes[checkpointing], itertools.repeat(batch),
+              _params(steps=3, lr=1e-3, gradient_checkpointing=checkpointing), 1.0)
+        weights[checkpointing] = [p.detach().clone() for p in model.parameters()]
+        assert not model.is_gradient_checkpointing  # switched off again after training
+
+    assert probes[True].checkpointing == [True, True, True]
+    assert all(torch.equal(a, b) for a, b in zip(weights[False], weights[True]))

@@ -580,6 +580,12 @@ def e3_curves(runs: Runs, worst: pd.DataFrame, params: Params, metric: str = "fo
 # Tables
 
 
+def _count_true(flags: pd.Series) -> float:
+    """Return how many of ``flags`` are true, or NaN when none is recorded."""
+    recorded = flags.dropna()
+    return float(sum(_to_bool(v) for v in recorded)) if len(recorded) else math.nan
+
+
 def aggregate_seeds(rows: pd.DataFrame, keys: Sequence[str], values: Sequence[str],
                     counts: Sequence[str] = (), texts: Sequence[str] = ()) -> pd.DataFrame:
     """Combine per-seed rows: mean, min and max of each value, seed counts of flags, distinct texts.
@@ -589,7 +595,8 @@ def aggregate_seeds(rows: pd.DataFrame, keys: Sequence[str], values: Sequence[st
         keys: the columns that identify a table row (such as model, or budget and model).
         values: numeric columns, each giving ``<value>`` (mean over seeds, NaN skipped),
             ``<value>_min`` and ``<value>_max``.
-        counts: boolean columns, each giving ``<flag>_seeds``, the number of seeds where it is true.
+        counts: boolean columns, each giving ``<flag>_seeds``, the number of seeds where it is true,
+            or NaN where no seed records the flag (a stop rule for a model that was not distilled).
         texts: columns whose distinct values are joined with "; " (such as each seed's teacher).
 
     Returns:
@@ -602,7 +609,7 @@ def aggregate_seeds(rows: pd.DataFrame, keys: Sequence[str], values: Sequence[st
         parts += [grouped[value].mean().rename(value), grouped[value].min().rename(f"{value}_min"),
                   grouped[value].max().rename(f"{value}_max")]
     for flag in counts:
-        parts.append(grouped[flag].agg(lambda s: int(sum(_to_bool(v) for v in s))).rename(f"{flag}_seeds"))
+        parts.append(grouped[flag].agg(_count_true).rename(f"{flag}_seeds"))
     for text in texts:
         parts.append(grouped[text].agg(lambda s: "; ".join(dict.fromkeys(str(v) for v in s.dropna()))).rename(text))
     return pd.concat(parts, axis=1).reset_index()
