@@ -1,5 +1,6 @@
 """Tests of the multiple-choice scorer: prompt format, log-likelihood sums, accuracy, few-shot
-selection, question validation, left truncation and agreement with lm-evaluation-harness."""
+selection, question validation, left truncation, agreement with lm-evaluation-harness, and the
+model arguments harness_evaluate passes to it."""
 
 import dataclasses
 import logging
@@ -15,6 +16,7 @@ from transformers import PreTrainedTokenizerFast
 
 from undo_lib.model import build_model, save_model
 from undo_lib.multiple_choice import (
+    HARNESS_DTYPES,
     build_prompt,
     choice_loglikelihoods,
     evaluate_multiple_choice,
@@ -245,3 +247,75 @@ def test_harness_matches_builtin(tmp_path, monkeypatch, tokenizer, tiny_model_pa
     assert harness["acc"] == builtin["acc"]
     for harness_scores, question in zip(harness["loglikelihoods"], builtin["per_question"]):
         assert harness_scores == pytest.approx(question["loglikelihoods"], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# harness_evaluate's model arguments, with lm_eval.simple_evaluate and TaskManager replaced by fakes.
+# These tests check what harness_evaluate passes to lm_eval. They do not check that lm_eval loads the
+# model on that device in that dtype, because the test machine has no CUDA device.
+
+
+class FakeTaskManager:
+    def __init__(self, include_path=None):
+        self.include_path = include_path
+
+
+def fake_harness_output(task: str) -> dict:
+    return {"results": {task: {"acc,none": 0.5}}, "n-samples": {task: {"effective": 4}}, "versions": {task: 1.0}}
+
+
+@pytest.fixture
+def simple_evaluate_calls(monkeypatch, tmp_path) -> list[dict]:
+    """Replace lm_eval.simple_evaluate with a recorder, and return the list of its keyword arguments."""
+    try:
+        import accelerate  # noqa: F401
+        import lm_eval
+        import lm_eval.tasks
+    except ImportError as err:
+        pytest.skip(f"lm_eval[hf] is not installed ({err}); pip install 'lm_eval[hf]==0.4.13' to run this test")
+    calls = []
+
+    def simple_evaluate(**kwargs):
+        calls.append(kwargs)
+        return fake_harness_output(HARNESS_TASK)
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", simple_evaluate)
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", FakeTaskManager)
+    # harness_evaluate sets both variables, and monkeypatch restores them after the test
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    return calls
+
+
+def test_harness_default_model_args(tmp_path, simple_evaluate_calls):
+    result = harness_evaluate(tmp_path, [HARNESS_TASK])
+
+    assert len(simple_evaluate_calls) == 1
+    call = simple_evaluate_calls[0]
+    assert call["model"] == "hf"
+    assert call["model_args"] == {"pretrained": str(tmp_path), "dtype": "float32", "device": "cpu"}
+    assert result[HARNESS_TASK] == {"acc": 0.5, "n": 4, "version": 1.0}
+
+
+def test_harness_gpu_model_args(tmp_path, simple_evaluate_calls):
+    harness_evaluate(tmp_path, [HARNESS_TASK], device="cuda:0", dtype="bfloat16")
+
+    model_args = simple_evaluate_calls[0]["model_args"]
+    assert model_args["dtype"] == "bfloat16"
+    assert model_args["device"] == "cuda:0"
+    assert model_args["pretrained"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("dtype", HARNESS_DTYPES)
+def test_harness_dtype_passed(tmp_path, simple_evaluate_calls, dtype):
+    harness_evaluate(tmp_path, [HARNESS_TASK], dtype=dtype)
+
+    assert simple_evaluate_calls[0]["model_args"]["dtype"] == dtype
+
+
+def test_harness_invalid_dtype(tmp_path, simple_evaluate_calls):
+    with pytest.raises(ValueError, match="invalid dtype 'bf16'"):
+        harness_evaluate(tmp_path, [HARNESS_TASK], dtype="bf16")
+
+    assert simple_evaluate_calls == []

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 LETTERS = string.ascii_uppercase
 MIN_CHOICES, MAX_CHOICES = 2, len(LETTERS)
 DESCRIPTION = "The following are multiple choice questions (with answers) about {subject}.\n\n"
+# Weight dtypes that harness_evaluate passes to lm_eval's hf model. "auto" takes the dtype in config.json.
+HARNESS_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 def load_questions(path: str | Path) -> list[dict]:
@@ -277,13 +279,16 @@ def evaluate_multiple_choice(model, tokenizer, questions: list[dict], num_fewsho
 def harness_evaluate(model_dir: str | Path, tasks: list[str], num_fewshot: int | None = None,
                      limit: int | float | None = None, batch_size: int = 16,
                      include_path: str | Path | None = None, device: str = "cpu",
-                     log_samples: bool = False) -> dict[str, dict]:
+                     log_samples: bool = False, dtype: str = "float32") -> dict[str, dict]:
     """Run lm-evaluation-harness (``lm_eval[hf]``, tested with 0.4.13) on a model folder, offline.
 
     ``model_dir`` is a folder written by ``undo_lib.model.save_model``. ``include_path`` is a folder
     of extra task YAMLs, such as a task over a local jsonl. The harness prepends ``<bos>`` only where
     the saved tokenizer's post-processor adds it on ``encode``. ``train_tokenizer``'s tokenizers add
     none, so the matching built-in score is ``evaluate_multiple_choice(..., add_bos=False)``.
+    ``device`` (such as "cpu" or "cuda:0") and ``dtype`` (one of ``HARNESS_DTYPES``) set where and
+    in which weight dtype the harness loads the model, such as "cuda:0" and "bfloat16" for
+    Gemma-2-2B, which Lee et al. unlearn and evaluate in bfloat16. The defaults are CPU and float32.
 
     Returns:
         Per task: ``{"acc", "n", "version"}``, where ``n`` is the number of questions scored. With
@@ -292,7 +297,10 @@ def harness_evaluate(model_dir: str | Path, tasks: list[str], num_fewshot: int |
 
     Raises:
         ImportError: lm_eval or its ``hf`` extra (accelerate) is not installed.
+        ValueError: ``dtype`` is not one of ``HARNESS_DTYPES``.
     """
+    if dtype not in HARNESS_DTYPES:
+        raise ValueError(f"invalid dtype {dtype!r} for harness_evaluate: expected one of {', '.join(HARNESS_DTYPES)}.")
     # NOTE: huggingface_hub reads HF_HUB_OFFLINE when it is first imported, so in a process that
     # imported transformers before this call, only the local model path keeps the run offline.
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -312,7 +320,7 @@ def harness_evaluate(model_dir: str | Path, tasks: list[str], num_fewshot: int |
     task_manager = TaskManager(include_path=str(include_path) if include_path else None)
     output = lm_eval.simple_evaluate(
         model="hf",
-        model_args={"pretrained": str(model_dir), "dtype": "float32", "device": device},
+        model_args={"pretrained": str(model_dir), "dtype": dtype, "device": device},
         tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, batch_size=batch_size,
         task_manager=task_manager, log_samples=log_samples,
     )
