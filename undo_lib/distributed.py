@@ -1,0 +1,352 @@
+"""Data-parallel training: the shared loop of ``undo_lib.train`` run in several processes through accelerate.
+
+Every process draws the same global micro-batch from an identically seeded batch iterator and trains
+on its own contiguous slice of rows (``ShardedBatches``). The model is wrapped in PyTorch's
+DistributedDataParallel (DDP) by ``accelerate.Accelerator.prepare_model``, so each backward pass
+averages the gradients over the processes. Evaluation and the stop rule run on process 0 only, and
+their results are broadcast, so every process records the same history and stops at the same step.
+
+Parity with one process. Every loss in ``undo_lib.losses`` is a mean over the counted target tokens
+of a micro-batch. When each process's slice contains the same number of counted targets, the average of
+the per-process gradients (what DDP computes) equals the gradient of the whole micro-batch, and the
+weights match a one-process run up to floating-point rounding (tested in tests/test_distributed.py).
+Training stays valid data-parallel training but no longer matches one process when:
+
+- the slices count different numbers of targets, as with ``loss_positions: answers`` (only answer
+  tokens count, and answers differ in length), because DDP then weights each slice equally
+  instead of by its token count;
+- the loss is not a mean over tokens, as RepNoise's MMD term, a statistic of the whole batch;
+- the loss draws random numbers shaped like the batch (RepNoise's Gaussian noise), because each
+  process draws for its own rows.
+
+One process (no launcher, or ``launch(..., num_processes=1)``) runs ``undo_lib.train.train``
+unchanged. On CPU, ``launch`` starts the processes with the gloo backend. On GPUs, start the same
+script with ``accelerate launch --num_processes N script.py``, or call
+``accelerate.notebook_launcher(function, args, num_processes=N)`` in a notebook before anything
+initialises CUDA. ``docs/distributed.md`` covers the limits (FSDP, checkpoints, failures).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from accelerate import Accelerator, debug_launcher
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object
+
+from undo_lib.config import TrainParams
+from undo_lib.train import EvalFn, LossFn, StopFn, TrainResult, train
+
+logger = logging.getLogger(__name__)
+
+# History columns that are equal on every process (step, LR, the gradient norm after DDP's all-reduce)
+# or summed separately (tokens, FLOPs). Every other column except the eval metrics is averaged.
+_SHARED_COLUMNS = frozenset({"step", "lr", "grad_norm", "tokens", "flops"})
+
+# Backends that shard the weights: a forward pass on process 0 alone would wait for the other
+# processes' shards, so rank-0 evaluation cannot work with them.
+_SHARDED_TYPES = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+
+
+def shard_batch(batch: dict, rank: int, world_size: int) -> dict:
+    """Return process ``rank``'s contiguous slice of rows of every tensor in a (possibly nested) batch.
+
+    Args:
+        batch: micro-batch of tensors [batch_size, ...], or dicts of them (``PairedBatches``).
+        rank: index of this process, in [0, world_size).
+        world_size: number of processes.
+
+    Returns:
+        A dict of the same structure whose tensors hold rows
+        [rank * batch_size / world_size, (rank + 1) * batch_size / world_size).
+
+    Raises:
+        ValueError: a tensor's row count is not a multiple of ``world_size``.
+        TypeError: a value is neither a tensor with a batch dimension nor a dict.
+    """
+    _check_rank(rank, world_size)
+    return _shard(batch, rank, world_size, path="")
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}) for world_size={world_size}, got {rank}")
+
+
+def _shard(batch: dict, rank: int, world_size: int, path: str) -> dict:
+    sliced = {}
+    for key, value in batch.items():
+        name = f"{path}{key}"
+        if isinstance(value, dict):
+            sliced[key] = _shard(value, rank, world_size, path=f"{name}.")
+        else:
+            sliced[key] = _rows_of_rank(value, rank, world_size, name)
+    return sliced
+
+
+def _rows_of_rank(value, rank: int, world_size: int, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        raise TypeError(f"batch[{name!r}] must be a tensor with a batch dimension or a dict of them, "
+                        f"got {type(value).__name__}")
+    rows = value.shape[0]
+    if rows % world_size != 0:
+        raise ValueError(f"batch[{name!r}] has {rows} rows, which {world_size} processes cannot split evenly. "
+                         f"Set batch_size to a multiple of {world_size}, or use a number of processes that "
+                         f"divides {rows}.")
+    per_rank = rows // world_size
+    return value[rank * per_rank : (rank + 1) * per_rank]
+
+
+class ShardedBatches:
+    """Iterator over one process's slice of each global micro-batch drawn from ``batches``.
+
+    Every process wraps an identically seeded iterator, so all of them draw the same global
+    micro-batch and together cover each of its rows exactly once. ``skip(n)`` advances the global
+    iterator by ``n`` micro-batches, with its own ``skip`` when it has one.
+    """
+
+    def __init__(self, batches: Iterator[dict], rank: int, world_size: int):
+        _check_rank(rank, world_size)
+        self.batches = batches
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> ShardedBatches:
+        return self
+
+    def __next__(self) -> dict:
+        return shard_batch(next(self.batches), self.rank, self.world_size)
+
+    def skip(self, count: int) -> None:
+        """Advance past ``count`` global micro-batches."""
+        skip = getattr(self.batches, "skip", None)
+        if skip is not None:
+            skip(count)
+            return
+        for _ in range(count):
+            next(self.batches)
+
+
+class _RankZeroEvaluation:
+    """``evaluate`` run on process 0 with the unwrapped model, with its metrics broadcast to all processes."""
+
+    def __init__(self, evaluate: EvalFn, accelerator: Accelerator):
+        self.evaluate = evaluate
+        self.accelerator = accelerator
+        self.metric_names: set[str] = set()
+
+    def __call__(self, model: torch.nn.Module) -> dict:
+        metrics = None
+        if self.accelerator.is_main_process:
+            # The DDP wrapper has no generate method, and its forward may start collectives that the
+            # other processes, waiting in the broadcast below, never join
+            metrics = self.evaluate(self.accelerator.unwrap_model(model))
+        metrics = broadcast_object_list([metrics], from_process=0)[0]
+        self.metric_names.update(metrics)
+        return metrics
+
+
+class _RankZeroStopRule:
+    """``should_stop`` decided on process 0 and broadcast, so every process ends at the same step."""
+
+    def __init__(self, should_stop: StopFn, accelerator: Accelerator):
+        self.should_stop = should_stop
+        self.accelerator = accelerator
+
+    def __call__(self, metrics: dict) -> bool:
+        decision = None
+        if self.accelerator.is_main_process:
+            decision = bool(self.should_stop(metrics))
+        return broadcast_object_list([decision], from_process=0)[0]
+
+
+def _averaged_cells(history: list[dict], metric_names: set[str]) -> list[tuple[int, str]]:
+    """(row index, column) of every history cell that differs per process: the loss and the loss logs."""
+    return [(i, key) for i, row in enumerate(history) for key in sorted(row)
+            if key not in _SHARED_COLUMNS and key not in metric_names]
+
+
+def _check_same_layout(cells: list[tuple[int, str]]) -> None:
+    layouts = gather_object([cells])
+    if any(layout != layouts[0] for layout in layouts):
+        differing = [rank for rank, layout in enumerate(layouts) if layout != layouts[0]]
+        raise RuntimeError(f"the loss function logged different columns on processes {differing} than on "
+                           "process 0, so the histories cannot be combined. Make it log the same keys on "
+                           "every micro-batch.")
+
+
+def _combine_processes(result: TrainResult, accelerator: Accelerator, metric_names: set[str],
+                       flops_per_token: float) -> TrainResult:
+    """Sum tokens and FLOPs over the processes and average the loss columns, in place on every process."""
+    history = result.history
+    cells = _averaged_cells(history, metric_names)
+    _check_same_layout(cells)
+
+    # One all-reduce: every row's token count, then every averaged cell
+    values = [float(row["tokens"]) for row in history] + [float(history[i][key]) for i, key in cells]
+    totals = accelerator.reduce(torch.tensor(values, dtype=torch.float64, device=accelerator.device), "sum")
+    totals = totals.tolist()
+    for row, tokens in zip(history, totals[: len(history)]):
+        row["tokens"] = int(tokens)
+        row["flops"] = flops_per_token * row["tokens"]
+    for (i, key), total in zip(cells, totals[len(history) :]):
+        history[i][key] = total / accelerator.num_processes
+
+    result.tokens = int(accelerator.reduce(torch.tensor(result.tokens, device=accelerator.device), "sum").item())
+    result.flops = flops_per_token * result.tokens
+    return result
+
+
+def _check_supported(params: TrainParams, accelerator: Accelerator, checkpoint_dir) -> None:
+    """Reject settings that this data-parallel path does not support, before any training runs."""
+    processes = accelerator.num_processes
+    if accelerator.mixed_precision != "no":
+        raise ValueError(f"the Accelerator has mixed_precision={accelerator.mixed_precision!r}, which would add "
+                         "a second autocast around the training loop's own. Create it with "
+                         "mixed_precision='no' and set the stage's train.precision: bf16 instead.")
+    if accelerator.distributed_type in _SHARDED_TYPES:
+        raise ValueError(f"distributed_type={accelerator.distributed_type.value} is not supported: it shards the "
+                         "weights, but evaluation runs on process 0 alone, and the training loop clips and "
+                         "saves full local weights and gradients. Use plain data parallelism (DDP), the "
+                         "default of accelerate launch.")
+    if params.batch_size % processes != 0:
+        raise ValueError(f"batch_size={params.batch_size} is not a multiple of the {processes} processes, "
+                         f"and each process trains on batch_size / {processes} rows of every micro-batch. "
+                         f"Set the stage's train.batch_size to a multiple of {processes}.")
+    if processes > 1 and checkpoint_dir is not None and params.checkpoint_every > 0:
+        raise ValueError(f"checkpoint_every={params.checkpoint_every} is not supported with {processes} "
+                         "processes, because every process would write and resume the same checkpoint folder. "
+                         "Set the stage's train.checkpoint_every: 0, pass checkpoint_dir=None, or train in "
+                         "one process.")
+
+
+def train_distributed(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    batches: Iterator[dict],
+    params: TrainParams,
+    flops_per_token: float,
+    evaluate: EvalFn | None = None,
+    should_stop: StopFn | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_key: str = "",
+    initial_metrics: dict | None = None,
+    accelerator: Accelerator | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with ``undo_lib.train.train`` on every process of the current launch.
+
+    Call it on every process with the same arguments. In one process it is ``train`` on the
+    accelerator's device.
+
+    Args:
+        model: the module to train, with ``requires_grad`` already set, because DDP registers the
+            trainable parameters when it wraps the model. Process 0's weights are copied to the others.
+        loss_fn: as for ``train``; it receives the DDP-wrapped model and this process's rows.
+        batches: endless iterator of global micro-batches of ``params.batch_size`` rows, seeded the
+            same on every process. This function takes each process's slice (``ShardedBatches``).
+        params: as for ``train``; ``batch_size`` is the global micro-batch size and must be a
+            multiple of the number of processes. ``checkpoint_every`` > 0 with a checkpoint folder
+            needs one process. ``gradient_checkpointing`` is enabled on the model before DDP wraps it.
+        flops_per_token: as for ``train``.
+        evaluate: run on process 0 with the unwrapped model, and its metrics broadcast to every process.
+        should_stop: decided on process 0 and broadcast.
+        checkpoint_dir, checkpoint_key, initial_metrics: as for ``train``.
+        accelerator: an ``accelerate.Accelerator`` with ``mixed_precision='no'``, for DDP or
+            process-group options; by default ``Accelerator()``. Everything it has prepared is released
+            when training ends.
+
+    Returns:
+        The same TrainResult on every process. ``tokens``, ``flops`` and the history's ``tokens`` and
+        ``flops`` count all processes, and the history's loss and loss logs are averaged over them.
+    """
+    accelerator = accelerator if accelerator is not None else Accelerator()
+    _check_supported(params, accelerator, checkpoint_dir)
+    try:
+        if accelerator.num_processes == 1:
+            return train(accelerator.prepare_model(model), loss_fn, batches, params, flops_per_token, evaluate,
+                         should_stop, checkpoint_dir, checkpoint_key, initial_metrics)
+        return _train_data_parallel(model, loss_fn, batches, params, flops_per_token, evaluate, should_stop,
+                                    initial_metrics, accelerator)
+    finally:
+        accelerator.free_memory()
+
+
+def _train_data_parallel(model, loss_fn: LossFn, batches: Iterator[dict], params: TrainParams,
+                         flops_per_token: float, evaluate: EvalFn | None, should_stop: StopFn | None,
+                         initial_metrics: dict | None, accelerator: Accelerator) -> TrainResult:
+    """Run ``train`` on this process's rows with the DDP-wrapped model and combine the processes' counters."""
+    # The loop would call gradient_checkpointing_enable on the DDP wrapper, which lacks it, so the
+    # model gets it here, before wrapping, and the loop gets params with the option off. The loop's call
+    # is the transformers 5 alias of activation_checkpointing_enable, with the same non-reentrant recomputation.
+    checkpointed = params.gradient_checkpointing
+    if checkpointed:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        params = dataclasses.replace(params, gradient_checkpointing=False)
+    wrapped = accelerator.prepare_model(model)
+    if not isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+        raise TypeError(f"accelerate wrapped the model in {type(wrapped).__name__}, but this path needs "
+                        "DistributedDataParallel. Launch without FSDP, DeepSpeed or Megatron-LM.")
+
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    logger.info("process %d of %d trains on %d of every %d rows", rank, processes,
+                params.batch_size // processes, params.batch_size)
+    rank_zero_evaluate = _RankZeroEvaluation(evaluate, accelerator) if evaluate is not None else None
+    rank_zero_stop = _RankZeroStopRule(should_stop, accelerator) if should_stop is not None else None
+    metric_names = set(initial_metrics or {})
+    try:
+        result = train(wrapped, loss_fn, ShardedBatches(batches, rank, processes), params, flops_per_token,
+                       rank_zero_evaluate, rank_zero_stop, initial_metrics=initial_metrics)
+    finally:
+        if checkpointed:
+            model.activation_checkpointing_disable()
+    if rank_zero_evaluate is not None:
+        metric_names |= rank_zero_evaluate.metric_names
+    return _combine_processes(result, accelerator, metric_names, flops_per_token)
+
+
+class _WithFreshAcceleratorState:
+    """``function`` run after clearing the accelerate state that a forked process copies from its parent.
+
+    Without this, a parent that had created an ``Accelerator`` would hand each forked process a
+    one-process state, and every process would train alone on the whole batch.
+    """
+
+    def __init__(self, function: Callable):
+        self.function = function
+
+    def __call__(self, *args) -> None:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        self.function(*args)
+
+
+def launch(function: Callable, args: tuple = (), num_processes: int = 1) -> None:
+    """Run ``function(*args)`` in ``num_processes`` CPU processes joined by a gloo process group.
+
+    One process calls ``function`` directly in this process. More processes are forked by
+    ``accelerate.debug_launcher``: they rendezvous through a temporary file (a torch FileStore) and
+    communicate over the loopback interface. ``function`` should create its ``Accelerator`` (or call
+    ``train_distributed``) inside, and write its results to files, because return values are dropped.
+    GPU processes are started with ``accelerate launch`` or ``accelerate.notebook_launcher`` instead.
+
+    Args:
+        function: module-level or local callable; forked processes need no pickling.
+        args: positional arguments for ``function``.
+        num_processes: number of processes, >= 1.
+
+    Raises:
+        ValueError: ``num_processes`` is below 1.
+        torch.multiprocessing.ProcessRaisedException: a process raised, and its traceback is in the message.
+    """
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if num_processes == 1:
+        function(*args)
+        return
+    logger.info("starting %d CPU processes (gloo)", num_processes)
+    debug_launcher(_WithFreshAcceleratorState(function), args=args, num_processes=num_processes)
