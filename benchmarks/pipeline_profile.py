@@ -173,15 +173,20 @@ def measure_startup(repeats: int) -> float:
 # Page
 
 
-def micro_table(rows: list[tuple[str, str, float, float]]) -> str:
-    """Format (what, unit, before, after) rows as a Markdown table with the speed-up."""
-    lines = ["| what | before | after | speed-up |", "|---|---|---|---|"]
-    for what, unit, before, after in rows:
-        lines.append(f"| {what} | {before:.3f} {unit} | {after:.3f} {unit} | {before / after:.2f}× |")
+def micro_table(rows: list[tuple[str, float, float]]) -> str:
+    """Format (change, seconds before, seconds after) rows as a Markdown table with the speed-up."""
+    lines = ["| change | before | after | speed-up |", "|---|---|---|---|"]
+    for change, before, after in rows:
+        lines.append(f"| {change} | {_duration(before)} | {_duration(after)} | {before / after:.2f}× |")
     return "\n".join(lines)
 
 
-def render_page(stage_tables: dict[str, str], micro: str, startup: float, command: str, before: str) -> str:
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f} s" if seconds >= 0.1 else f"{seconds * 1000:.2f} ms"
+
+
+def render_page(stage_tables: dict[str, str], micro: str, startup: float, command: str, before: str,
+                before_machine: str) -> str:
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = "\n\n".join(f"### {setting}\n\n{table}" for setting, table in stage_tables.items())
     return f"""# Profile of the default CPU pipeline
@@ -198,9 +203,11 @@ Date: {date}
 
 Minutes per kind of stage, summed over Papermill's recorded notebook durations (kernel start
 included, DVC's own work between stages excluded). "Before" is the committed run at revision
-`{before}`; "after" is the run whose notebooks are in the working tree. The relearning attacks
-went from one stage per attacked model to one stage per group of models (four per seed), which is
-why their count drops.
+`{before}`, on {before_machine}; "after" is the run whose notebooks are in the working tree, on the
+machine above. Where the two machines differ, a stage's change mixes the code changes with the
+machines; the measurements in the next section isolate each change on one machine. The
+relearning attacks went from one stage per attacked model to one stage per group of models (four
+per seed), which is why their count drops.
 
 {sections}
 
@@ -217,6 +224,8 @@ the relearning attacks pays it four times per seed and setting instead of once p
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="git revision whose committed run is the baseline")
+    parser.add_argument("--before-machine", default="the same machine",
+                        help="the machine of the baseline run, as its README or benchmark page states it")
     parser.add_argument("--params", default="params.yaml", help="params of the run in the working tree")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median)")
     parser.add_argument("--out", default=None, help="write the page here (default: print it)")
@@ -237,12 +246,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     adam_old, adam_new = measure_adamw(model_dir, args.repeats)
     eval_old, eval_new = measure_evaluation(params, data_dir, model_dir, args.repeats)
     micro = micro_table([
-        (f"tokenise the arithmetic pretraining file ({documents:,} documents)", "s", tokenize_old, tokenize_new),
-        ("one AdamW step of the arithmetic model, per tensor → foreach", "s", adam_old, adam_new),
-        ("one arithmetic evaluation of the full model, 8 sets → the 4 forget sets", "s", eval_old, eval_new),
+        (f"tokenise the arithmetic pretraining file ({documents:,} documents)", tokenize_old, tokenize_new),
+        ("one AdamW step of the arithmetic model, per tensor → foreach", adam_old, adam_new),
+        ("one arithmetic evaluation of the full model, 8 sets → the 4 forget sets", eval_old, eval_new),
     ])
     command = "python -m benchmarks.pipeline_profile " + shlex.join(argv if argv is not None else sys.argv[1:])
-    page = render_page(stage_tables, micro, measure_startup(args.repeats), command, args.before)
+    page = render_page(stage_tables, micro, measure_startup(args.repeats), command, args.before, args.before_machine)
     if args.out:
         Path(args.out).write_text(page, encoding="utf-8")
         logger.info("wrote %s", args.out)

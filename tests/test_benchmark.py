@@ -204,6 +204,7 @@ def test_profile_before_after_table():
 
 
 def test_profile_micro_table_speedup():
-    table = micro_table([("tokenise", "s", 17.5, 7.0)])
+    table = micro_table([("tokenise", 17.5, 7.0), ("step", 0.0021, 0.0020)])
 
-    assert table.splitlines()[-1] == "| tokenise | 17.500 s | 7.000 s | 2.50× |"
+    assert table.splitlines()[-2] == "| tokenise | 17.500 s | 7.000 s | 2.50× |"
+    assert table.splitlines()[-1] == "| step | 2.10 ms | 2.00 ms | 1.05× |"

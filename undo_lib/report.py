@@ -132,7 +132,7 @@ def stage_durations(notebooks_dir: str | Path, only: set[str] | None = None) -> 
 
 
 def stage_kind(notebook: str) -> str:
-    """Return the kind of stage of an executed notebook: ``seed_0/relearn-MaxEnt_lr_0.001.ipynb`` -> relearn."""
+    """Return the kind of stage of an executed notebook: ``seed_0/relearn-unlearned.ipynb`` -> relearn."""
     return Path(notebook).stem.split("-")[0]
 
 
