@@ -14,7 +14,7 @@ import yaml
 
 from undo_lib.config import RUN_NAMES, load_params
 from undo_lib.names import RELEARN_GROUPS
-from undo_lib.pipeline import missing_tracked_params, render
+from undo_lib.pipeline import missing_tracked_params, params_file_problems, render
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -316,3 +316,47 @@ def test_unlearn_stage_tracks_no_lr_list():
     for name, body in _stage_bodies():
         if "-unlearn-" in name:
             assert not any(key.endswith(".lrs") for key in body["params"]), name
+
+
+def _problems(tmp_path, data) -> list[str]:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return params_file_problems(path)
+
+
+def test_check_params_smoke_ok(tmp_path, smoke_params_dict):
+    assert _problems(tmp_path, smoke_params_dict) == []
+
+
+def test_check_params_misspelt_setting(tmp_path, smoke_params_dict):
+    smoke_params_dict["relearn"]["langauge"] = smoke_params_dict["relearn"]["language"]
+
+    problems = _problems(tmp_path, smoke_params_dict)
+
+    assert problems == ["relearn.langauge: unknown setting. Did you mean 'language'? "
+                        "Settings: ['arithmetic', 'language']."]
+
+
+def test_check_params_one_setting_listed(tmp_path, smoke_params_dict):
+    smoke_params_dict["shared"]["settings"] = ["arithmetic"]
+
+    problems = _problems(tmp_path, smoke_params_dict)
+
+    assert len(problems) == 1
+    assert "dvc repro <setting>-figures" in problems[0]
+
+
+def test_check_params_unreadable_files(tmp_path):
+    (tmp_path / "list.yaml").write_text("[]", encoding="utf-8")
+    (tmp_path / "broken.yaml").write_text("a: [\n", encoding="utf-8")
+
+    assert "file not found" in params_file_problems(tmp_path / "absent.yaml")[0]
+    assert "expected a mapping of sections, got list" in params_file_problems(tmp_path / "list.yaml")[0]
+    assert "invalid YAML" in params_file_problems(tmp_path / "broken.yaml")[0]
+
+
+def test_teacher_stage_tracks_method_lrs():
+    """Removing a sweep point must rerun the teacher choice, although the sweep folders keep its outputs."""
+    params = dict(_stage_bodies())["arithmetic-teacher"]["params"]
+
+    assert {f"unlearn.arithmetic.{m}.lrs" for m in ("GradDiff", "MaxEnt", "RMU")} <= set(params)

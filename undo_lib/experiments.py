@@ -317,7 +317,8 @@ def load_teachers(params: Params, setting: str, runs_dir: str | Path) -> pd.Data
             model = record.get("model")
             if model not in [sweep_model(method, lr) for lr in lrs]:
                 raise ValueError(f"{path}: teacher {model!r} is not a sweep point of unlearn.{setting}.{method}.lrs="
-                                 f"{list(lrs)}. Rerun the teacher selection (dvc repro {setting}-figures).")
+                                 f"{list(lrs)}. Rerun the teacher selection: dvc repro -f -s {setting}-teacher@{seed}-"
+                                 f"{method}, then dvc repro {setting}-figures.")
             if not record.get("rule_met", True):
                 logger.warning("seed %d: no %s run met the teacher rule, so the fallback %s is the teacher",
                                seed, method, model)

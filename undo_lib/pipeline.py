@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import typing
 from pathlib import Path
 
@@ -47,8 +48,9 @@ TRAINING = CORE + ("train", "sam", "compute", "noise")
 RELEARN = TRAINING + ("relearn", "names")
 FIGURES = RELEARN + ("experiments", "plots", "report")
 
-# The shared keys that can change a stage's results. shared.seeds and shared.settings only choose
-# which stages exist, and shared.check_memory only stops a stage before it computes anything.
+# The shared keys that can change a stage's results. shared.seeds sets the seeds of the matrix
+# stages, shared.settings only lists the settings that params.yaml must configure (dvc.yaml always
+# has both), and shared.check_memory only stops a stage before it computes anything.
 SHARED = ["shared.seed", "shared.device", "shared.torch_threads", "shared.tf32"]
 
 
@@ -165,7 +167,10 @@ class _Setting:
                 "cmd": _cmd("teacher", executed, parameters),
                 "deps": ["notebooks/teacher.ipynb", *_modules(CORE + ("teachers",)),
                          f"{self.runs()}/unlearn/${{item.method}}", f"{self.models()}/unlearned/${{item.method}}"],
-                "params": [*SHARED, f"unlearn.{self.s}.teacher_rule", f"unlearn.{self.s}.collapse_fraction"],
+                # Every method's LR list: the sweep folders keep the outputs of LRs removed from the
+                # list, so only the list itself tells the teacher stage that a candidate is gone
+                "params": [*SHARED, f"unlearn.{self.s}.teacher_rule", f"unlearn.{self.s}.collapse_fraction",
+                           *(f"unlearn.{self.s}.{m}.lrs" for m in METHOD_NAMES)],
                 "outs": [f"{self.models()}/teacher_${{item.method}}",
                          *_uncached(f"{self.runs()}/teachers/${{item.method}}.json", executed)]}
 
@@ -264,16 +269,13 @@ def pipeline() -> dict:
 
 
 def missing_tracked_params(data: dict) -> list[str]:
-    """Return the keys that dvc.yaml tracks for the settings of a parsed params.yaml but that it lacks.
+    """Return the keys that dvc.yaml tracks but that a parsed params.yaml lacks.
 
     DVC fails on a stage whose tracked key is absent from params.yaml, even where
     ``undo_lib.config`` has a default, so every tracked key must be written out.
     """
-    settings = (data.get("shared") or {}).get("settings") or []
     missing = []
-    for name, stage in pipeline()["stages"].items():
-        if name.split("-")[0] not in settings:
-            continue
+    for stage in pipeline()["stages"].values():
         for key in stage.get("params", []):
             node = data
             for part in key.split("."):
@@ -281,6 +283,50 @@ def missing_tracked_params(data: dict) -> list[str]:
             if node is None and key not in missing:
                 missing.append(key)
     return missing
+
+
+PER_SETTING_SECTIONS = ("data", "tokenizer", "model", "pretrain", "unlearn", "distill", "relearn", "evaluate",
+                        "figures")
+
+
+def _setting_problems(data: dict) -> list[str]:
+    """Return what keeps dvc.yaml, which always holds every setting's stages, from running with ``data``."""
+    problems = []
+    listed = (data.get("shared") or {}).get("settings") or []
+    if sorted(listed) != sorted(SETTINGS):
+        problems.append(f"shared.settings is {listed}, but dvc.yaml always runs {list(SETTINGS)}, and a stage "
+                        f"of an unlisted setting fails when it starts. List every setting, and run one setting "
+                        f"with `dvc repro <setting>-figures`.")
+    for section in PER_SETTING_SECTIONS:
+        for name in data.get(section) or {}:
+            if name not in SETTINGS:
+                close = difflib.get_close_matches(name, SETTINGS, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                problems.append(f"{section}.{name}: unknown setting.{hint} Settings: {list(SETTINGS)}.")
+    return problems
+
+
+def params_file_problems(path: str | Path) -> list[str]:
+    """Return every reason why ``dvc repro`` would fail on the params file ``path`` (empty when none).
+
+    ``python -m undo_lib.config`` checks types and values; this checks what DVC needs besides: a
+    readable mapping, both settings configured and every tracked key written out.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path}: file not found. Run from the repository root or pass the params file's path."]
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        return [f"{path}: invalid YAML ({err}). Fix the syntax at the line it names."]
+    if not isinstance(data, dict):
+        return [f"{path}: expected a mapping of sections, got {type(data).__name__}."]
+    problems = _setting_problems(data)
+    missing = missing_tracked_params(data)
+    if missing:
+        problems.append(f"keys that dvc.yaml tracks are missing, so `dvc repro` would fail: {missing}. "
+                        "Add them with their values (the defaults are in undo_lib/config.py).")
+    return problems
 
 
 class _Dumper(yaml.SafeDumper):
@@ -311,14 +357,13 @@ def main() -> None:
     parser.add_argument("--out", default="dvc.yaml", help="where to write (default: dvc.yaml)")
     parser.add_argument("--check", action="store_true", help="exit 1 if the file differs instead of writing")
     parser.add_argument("--check-params", metavar="FILE",
-                        help="only check that FILE writes out every key that dvc.yaml tracks, then exit")
+                        help="only check that dvc.yaml can run with FILE (both settings, every tracked key), then exit")
     args = parser.parse_args()
     if args.check_params:
-        missing = missing_tracked_params(yaml.safe_load(Path(args.check_params).read_text(encoding="utf-8")))
-        if missing:
-            raise SystemExit(f"{args.check_params} lacks keys that dvc.yaml tracks, so `dvc repro` would fail: "
-                             f"{missing}. Add them with their values (the defaults are in undo_lib/config.py).")
-        print(f"{args.check_params}: every key that dvc.yaml tracks is present")
+        problems = params_file_problems(args.check_params)
+        if problems:
+            raise SystemExit("invalid params for dvc.yaml:\n- " + "\n- ".join(problems))
+        print(f"{args.check_params}: OK for dvc.yaml")
         return
     text = render()
     path = Path(args.out)

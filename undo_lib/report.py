@@ -184,7 +184,10 @@ def main() -> None:
                         help="DVC lock file; only the notebooks it lists are timed (default: dvc.lock)")
     args = parser.parse_args()
     root = Path(args.setting_dir)
-    print(experiment_tables(root / "figures" / "summary.json"))
+    summary = root / "figures" / "summary.json"
+    if not summary.is_file():
+        raise SystemExit(f"{summary} not found: run the figures stage first, `dvc repro {root.name}-figures`.")
+    print(experiment_tables(summary))
     print()
     print(durations_table(root / "notebooks", locked_notebooks(args.lock, root / "notebooks")))
 
