@@ -205,7 +205,7 @@ Minutes per kind of stage, summed over Papermill's recorded notebook durations (
 included, DVC's own work between stages excluded). "Before" is the committed run at revision
 `{before}`, on {before_machine}; "after" is the run whose notebooks are in the working tree, on the
 machine above. Where the two machines differ, a stage's change mixes the code changes with the
-machines; the measurements in the next section isolate each change on one machine. The
+machines. The measurements in the next section isolate each change on one machine. The
 relearning attacks went from one stage per attacked model to one stage per group of models (four
 per seed), which is why their count drops.
 

@@ -30,7 +30,7 @@ def _marked_positions(mask: list[int]) -> list[int]:
 
 
 def test_backend_ids_and_offsets_match_wrapper(tokenizer):
-    """tokenize_records calls the Rust tokenizer directly; it must see what the transformers call sees."""
+    """tokenize_records calls the Rust tokenizer directly, so its ids and offsets must equal the transformers call's."""
     texts = [EQUATION["text"], WORD_PROBLEM["text"], ENGLISH["text"], "한국어 문장 12 + 7 = 19"]
     wrapper = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     backend = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)

@@ -7,9 +7,9 @@ averages the gradients over the processes. Evaluation and the stop rule run on p
 their results are broadcast, so every process records the same history and stops at the same step.
 
 Parity with one process. Every loss in ``undo_lib.losses`` is a mean over the counted target tokens
-of a micro-batch. When each process's slice contains the same number of counted targets, the average of
-the per-process gradients (what DDP computes) equals the gradient of the whole micro-batch, and the
-weights match a one-process run up to floating-point rounding (tested in tests/test_distributed.py).
+of a micro-batch. Suppose each process's slice contains the same number of counted targets. Then the
+average of the per-process gradients, which DDP computes, equals the gradient of the whole micro-batch,
+so the weights match a one-process run up to floating-point rounding (tests/test_distributed.py).
 Training stays valid data-parallel training but no longer matches one process when:
 
 - the slices count different numbers of targets, as with ``loss_positions: answers`` (only answer
@@ -106,8 +106,8 @@ def _rows_of_rank(value, rank: int, world_size: int, name: str) -> torch.Tensor:
 class ShardedBatches:
     """Iterator over one process's slice of each global micro-batch drawn from ``batches``.
 
-    Every process wraps an identically seeded iterator, so all of them draw the same global
-    micro-batch and together cover each of its rows exactly once. ``skip(n)`` advances the global
+    Every process must wrap an identically seeded iterator, which this class cannot check. Then all
+    of them draw the same global micro-batch and together cover each of its rows exactly once. ``skip(n)`` advances the global
     iterator by ``n`` micro-batches, with its own ``skip`` when it has one.
     """
 

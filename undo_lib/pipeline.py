@@ -143,7 +143,7 @@ class _Setting:
     def unlearn_stage(self, run: str) -> dict:
         u = f"unlearn.{self.s}"
         # Leaf keys without the LR lists, so adding an LR to a sweep runs only the new point. SAM
-        # wraps the loss of the method that SAM.method names; RepNoise adds to MaxEnt's loss.
+        # wraps the loss of the method that SAM.method names, and RepNoise adds to MaxEnt's loss.
         sections = [run, *{"SAM": METHOD_NAMES, "RepNoise": ("MaxEnt",)}.get(run, ())]
         params = [f"{u}.{section}.{key}" for section in sections for key in _sweep_keys(section)]
         params += [f"{u}.train", f"{u}.collapse_fraction", f"model.{self.s}.num_hidden_layers"]
@@ -167,8 +167,8 @@ class _Setting:
                 "cmd": _cmd("teacher", executed, parameters),
                 "deps": ["notebooks/teacher.ipynb", *_modules(CORE + ("teachers",)),
                          f"{self.runs()}/unlearn/${{item.method}}", f"{self.models()}/unlearned/${{item.method}}"],
-                # Every method's LR list: the sweep folders keep the outputs of LRs removed from the
-                # list, so only the list itself tells the teacher stage that a candidate is gone
+                # Every method's LR list, because the sweep folders keep the outputs of LRs removed
+                # from a list, so only the list shows the teacher stage that a candidate is gone.
                 "params": [*SHARED, f"unlearn.{self.s}.teacher_rule", f"unlearn.{self.s}.collapse_fraction",
                            *(f"unlearn.{self.s}.{m}.lrs" for m in METHOD_NAMES)],
                 "outs": [f"{self.models()}/teacher_${{item.method}}",
@@ -290,7 +290,7 @@ PER_SETTING_SECTIONS = ("data", "tokenizer", "model", "pretrain", "unlearn", "di
 
 
 def _setting_problems(data: dict) -> list[str]:
-    """Return what keeps dvc.yaml, which always holds every setting's stages, from running with ``data``."""
+    """Return the problems that stop dvc.yaml, which contains every setting's stages, from running with ``data``."""
     problems = []
     listed = (data.get("shared") or {}).get("settings") or []
     if sorted(listed) != sorted(SETTINGS):
