@@ -179,6 +179,7 @@ class TrainParams:
     sam_rho: float = 0.0  # SAM radius, set by the unlearn section's SAM sweep; 0 everywhere in params.yaml
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: forward passes under bfloat16 autocast, fp32 weights
     gradient_checkpointing: bool = False  # recompute activations in the backward pass to save memory
+    eval_steps: tuple[int, ...] = ()  # evaluate at these steps too (WMDP relearning: 10, 25, 50, 150, 500)
 
 
 METHOD_NAMES = ("GradDiff", "MaxEnt", "RMU")  # unlearning losses (undo_lib.methods)
@@ -300,6 +301,138 @@ class FiguresParams:
     attack_budgets: tuple[int, ...] = (0, 10, 50)  # attack steps of the Pareto panels (paper: 0, 40, 500)
 
 
+# ----------------------------------------------------------------------------------------------
+# WMDP setting: a pretrained model (or a random stand-in), multiple-choice evaluation
+
+
+WMDP_RUN_NAMES = ("MaxEnt", "RMU", "SAM", "RepNoise")  # WMDP unlearning runs (undo_lib.wmdp_losses)
+WMDP_TEACHERS = ("MaxEnt", "RMU")  # runs UNDO may distill
+
+
+@dataclass(frozen=True)
+class WMDPModelParams:
+    """The model to unlearn: a random Gemma2 stand-in built from ``stand_in``, or a pretrained one."""
+
+    source: str = "config"  # "config": the random stand-in; else a local folder or a hub id (paper: google/gemma-2-2b)
+    revision: str | None = None  # hub branch, tag or commit of a hub id; null reads the default branch
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weight dtype (paper: bfloat16)
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "eager"  # paper: eager
+    stand_in: ModelParams = field(default_factory=ModelParams)  # shape of the random stand-in (source: config)
+    stand_in_vocab_size: int = 512  # BPE vocabulary of the stand-in, trained on the WMDP corpora
+
+
+@dataclass(frozen=True)
+class CorpusParams:
+    """One text corpus: a local jsonl file, or a dataset streamed from the hub."""
+
+    kind: Literal["jsonl", "hub"] = "jsonl"
+    path: str = ""  # the jsonl file, or the dataset's hub id
+    text_field: str = "text"
+    config: str | None = None  # hub only: dataset configuration, such as cyber-forget-corpus
+    split: str = "train"  # hub only
+    revision: str | None = None  # hub only: pin a commit to keep runs comparable
+    max_chars: int | None = None  # keep documents until this many characters (null: all)
+
+
+@dataclass(frozen=True)
+class WMDPDataParams:
+    forget: CorpusParams = field(default_factory=CorpusParams)  # paper: WMDP bio forget (on request) or cyber forget
+    retain: CorpusParams = field(default_factory=CorpusParams)  # paper: WMDP bio or cyber retain corpus
+    general: dict[str, CorpusParams] = field(default_factory=dict)  # general text by name (paper: wikitext, ...)
+    unlearn_retain_mixture: dict[str, float] = field(default_factory=dict)  # paper: retain 0.5, wikitext 0.5
+    distill_mixture: dict[str, float] = field(default_factory=dict)  # general sources (paper: 10, see docs)
+    relearn_mixture: dict[str, float] = field(default_factory=dict)  # paper: forget 0.5, retain 0.5
+    mixture_unit: Literal["documents", "characters"] = "characters"  # paper: shares of tokens
+    stopping_strategy: Literal["first_exhausted", "all_exhausted"] = "all_exhausted"  # paper: all_exhausted
+    min_chars: int = 20  # shorter documents are dropped
+    unlearn_seq_len: int = 256  # paper: 256
+    distill_seq_len: int = 1024  # paper: 1024
+    relearn_seq_len: int = 256  # paper: 256
+
+
+@dataclass(frozen=True)
+class MultipleChoiceTaskParams:
+    """One multiple-choice benchmark, scored by log-likelihood of the answer letter."""
+
+    harness_task: str = ""  # lm-evaluation-harness task name (wmdp_bio, wmdp_cyber, mmlu)
+    questions: str | None = None  # builtin backend: jsonl of questions (question, choices, answer[, subject])
+    fewshot_questions: str | None = None  # builtin backend: jsonl the few-shot examples come from (MMLU dev)
+    num_fewshot: int = 0  # paper: 0 for WMDP, 5 for MMLU
+    limit: int | None = None  # score only the first N questions (null: all)
+
+
+@dataclass(frozen=True)
+class WMDPEvaluateParams:
+    backend: Literal["builtin", "harness"] = "builtin"  # harness: lm-evaluation-harness (pinned in requirements)
+    harness_include_path: str | None = None  # folder of extra harness task YAMLs, such as local tasks
+    forget: MultipleChoiceTaskParams = field(default_factory=MultipleChoiceTaskParams)  # paper: wmdp_bio
+    retain: MultipleChoiceTaskParams = field(default_factory=MultipleChoiceTaskParams)  # paper: mmlu, 5-shot
+    batch_size: int = 16  # (question, choice) rows per forward pass
+    seed: int = 1234  # few-shot sampling seed (paper: 1234)
+
+
+@dataclass(frozen=True)
+class WMDPMaxEntParams:
+    alpha: float = 0.3  # retain weight; forget weight 1 - alpha (paper: 0.3 or 0.1 bio, 0.2 cyber)
+    use_retain_kl: bool = True  # retain term: KL to the frozen reference (paper), else CE
+    lr: float = 2e-5  # paper: 2e-5
+
+
+@dataclass(frozen=True)
+class WMDPRMUParams:
+    alpha: float = 0.5  # retain weight (paper: 0.5 bio; 0.5, 0.2, 0.1 cyber)
+    layers: tuple[int, ...] = (10, 11, 12, 13, 14, 15)  # layers whose mlp.down_proj trains (paper: 10..15)
+    hidden_layer: int = 15  # steered residual state hidden_states[i] (paper: 15)
+    steering_coefficient: float = 80.0  # paper: 80
+    control_vector: Literal["gaussian", "uniform"] = "gaussian"
+    lr: float = 5e-5  # paper: 5e-5
+
+
+@dataclass(frozen=True)
+class WMDPSAMParams:
+    """MaxEnt-WMDP (with MaxEnt's alpha and retain term) trained with SAM."""
+
+    rho: float = 0.01  # paper: 0.01
+    lr: float = 2e-5
+
+
+@dataclass(frozen=True)
+class WMDPRepNoiseParams:
+    """MaxEnt-WMDP (with MaxEnt's alpha and retain term) plus the RepNoise loss."""
+
+    alpha: float = 1.0  # weight of -log(1 + logit-lens CE on forget data) (paper: 1.0)
+    beta: float = 1.0  # weight of the noise MMD (paper: 1.0)
+    lr: float = 2e-5
+
+
+@dataclass(frozen=True)
+class WMDPUnlearnParams:
+    runs: tuple[str, ...] = ("MaxEnt", "RMU")  # unlearning runs, one stage each
+    MaxEnt: WMDPMaxEntParams = field(default_factory=WMDPMaxEntParams)
+    RMU: WMDPRMUParams = field(default_factory=WMDPRMUParams)
+    SAM: WMDPSAMParams = field(default_factory=WMDPSAMParams)
+    RepNoise: WMDPRepNoiseParams = field(default_factory=WMDPRepNoiseParams)
+    train: TrainParams = field(default_factory=TrainParams)  # lr comes from the run's section
+
+
+@dataclass(frozen=True)
+class WMDPUndoParams:
+    teachers: tuple[str, ...] = ("MaxEnt", "RMU")  # unlearned runs UNDO distills
+    alphas: tuple[float, ...] = (0.25,)  # paper: 0.25
+    beta: float = 0.0  # paper: 0 (shrink only)
+    train: TrainParams = field(default_factory=TrainParams)  # a fixed number of steps (paper: no stop rule)
+
+
+@dataclass(frozen=True)
+class WMDPParams:
+    model: WMDPModelParams = field(default_factory=WMDPModelParams)
+    data: WMDPDataParams = field(default_factory=WMDPDataParams)
+    evaluate: WMDPEvaluateParams = field(default_factory=WMDPEvaluateParams)
+    unlearn: WMDPUnlearnParams = field(default_factory=WMDPUnlearnParams)
+    undo: WMDPUndoParams = field(default_factory=WMDPUndoParams)
+    relearn: RelearnParams = field(default_factory=RelearnParams)
+
+
 @dataclass(frozen=True)
 class Params:
     shared: SharedParams
@@ -312,6 +445,7 @@ class Params:
     relearn: dict[str, RelearnParams]
     evaluate: EvaluateSections
     figures: dict[str, FiguresParams]
+    wmdp: WMDPParams | None = None  # the WMDP setting; its stages need it
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,6 +544,8 @@ def _check_train(t: TrainParams, path: str, needs_lr: bool) -> None:
            "a finite number >= 0 (0 disables clipping)")
     _check(t.eval_every >= 0, f"{path}.eval_every", t.eval_every, ">= 0 (0: start and end only)")
     _check(t.checkpoint_every >= 0, f"{path}.checkpoint_every", t.checkpoint_every, ">= 0 (0 disables checkpoints)")
+    _check(list(t.eval_steps) == sorted(set(t.eval_steps)) and all(s > 0 for s in t.eval_steps),
+           f"{path}.eval_steps", list(t.eval_steps), "an increasing list of positive step numbers")
     _check(t.sam_rho == 0, f"{path}.sam_rho", t.sam_rho,
            "0: SAM is the unlearning baseline configured under unlearn.<setting>.SAM (method, rho, lrs)")
     if needs_lr:
@@ -613,6 +749,97 @@ def _validate_figures(f: FiguresParams, attack: TrainParams, s: str) -> None:
     _check(len(f.attack_budgets) > 0, f"figures.{s}.attack_budgets", list(f.attack_budgets), "a non-empty list")
 
 
+def _validate_mixture(probabilities: dict[str, float], names: typing.Iterable[str], path: str) -> None:
+    names = list(names)
+    _check(len(probabilities) > 0, path, probabilities, f"a mapping of corpus names ({', '.join(names)}) to shares")
+    for name, share in probabilities.items():
+        _check(name in names, f"{path}.{name}", name, f"one of the corpora {names}")
+        _check(0 < share <= 1, f"{path}.{name}", share, "in (0, 1]")
+    _check(abs(sum(probabilities.values()) - 1) < 1e-6, path, probabilities, "shares that sum to 1")
+
+
+def _validate_corpus(c: CorpusParams, path: str) -> None:
+    _check(c.path.strip() != "", f"{path}.path", c.path, "a jsonl file or a hub dataset id")
+    if c.kind == "jsonl":
+        _check(c.config is None and c.revision is None and c.split == "train", path, to_dict(c),
+               "a jsonl source without config, split or revision (they apply to kind: hub)")
+    _check(c.max_chars is None or c.max_chars > 0, f"{path}.max_chars", c.max_chars, "null or a positive integer")
+
+
+def _validate_wmdp_data(d: WMDPDataParams, path: str) -> None:
+    _validate_corpus(d.forget, f"{path}.forget")
+    _validate_corpus(d.retain, f"{path}.retain")
+    for name, corpus in d.general.items():
+        _check(name not in ("forget", "retain"), f"{path}.general.{name}", name, "a name other than forget and retain")
+        _validate_corpus(corpus, f"{path}.general.{name}")
+    _validate_mixture(d.unlearn_retain_mixture, ["retain", *d.general], f"{path}.unlearn_retain_mixture")
+    _validate_mixture(d.distill_mixture, ["forget", "retain", *d.general], f"{path}.distill_mixture")
+    _validate_mixture(d.relearn_mixture, ["forget", "retain", *d.general], f"{path}.relearn_mixture")
+    _check(d.min_chars >= 1, f"{path}.min_chars", d.min_chars, "a positive integer")
+    for key in ("unlearn_seq_len", "distill_seq_len", "relearn_seq_len"):
+        _check(getattr(d, key) >= 2, f"{path}.{key}", getattr(d, key), "an integer >= 2")
+
+
+def _validate_task(t: MultipleChoiceTaskParams, backend: str, path: str) -> None:
+    _check(t.num_fewshot >= 0, f"{path}.num_fewshot", t.num_fewshot, ">= 0")
+    _check(t.limit is None or t.limit > 0, f"{path}.limit", t.limit, "null or a positive integer")
+    if backend == "harness":
+        _check(t.harness_task != "", f"{path}.harness_task", t.harness_task,
+               "an lm-evaluation-harness task name (backend: harness), such as wmdp_bio or mmlu")
+        return
+    _check(bool(t.questions), f"{path}.questions", t.questions,
+           "a jsonl file of questions (backend: builtin); or set backend: harness")
+    _check(t.num_fewshot == 0 or bool(t.fewshot_questions), f"{path}.fewshot_questions", t.fewshot_questions,
+           f"a jsonl file of few-shot examples, because num_fewshot={t.num_fewshot}")
+
+
+def _validate_wmdp_unlearn(u: WMDPUnlearnParams, m: WMDPModelParams, path: str) -> None:
+    _check(len(u.runs) > 0 and len(set(u.runs)) == len(u.runs), f"{path}.runs", list(u.runs),
+           f"a non-empty list without duplicates, from {list(WMDP_RUN_NAMES)}")
+    for i, run in enumerate(u.runs):
+        _check(run in WMDP_RUN_NAMES, f"{path}.runs[{i}]", run, f"one of {list(WMDP_RUN_NAMES)}")
+    _check_train(u.train, f"{path}.train", needs_lr=False)
+    for name in WMDP_RUN_NAMES:
+        lr = getattr(u, name).lr
+        _check(0 < lr < math.inf, f"{path}.{name}.lr", lr, "a positive finite number")
+    for name, alpha in (("MaxEnt", u.MaxEnt.alpha), ("RMU", u.RMU.alpha)):
+        _check(0 < alpha < 1, f"{path}.{name}.alpha", alpha,
+               "strictly between 0 and 1: the loss weights forget by 1 - alpha and retain by alpha")
+    _check(u.SAM.rho > 0, f"{path}.SAM.rho", u.SAM.rho, "a positive number (paper: 0.01)")
+    _check(u.RepNoise.alpha >= 0 and u.RepNoise.beta >= 0, f"{path}.RepNoise", to_dict(u.RepNoise),
+           "non-negative alpha and beta")
+    if m.source == "config":
+        layers = m.stand_in.num_hidden_layers
+        _check(0 < u.RMU.hidden_layer < layers, f"{path}.RMU.hidden_layer", u.RMU.hidden_layer,
+               f"in [1, {layers - 1}] for the stand-in's {layers} layers")
+        _check(all(0 <= i < u.RMU.hidden_layer for i in u.RMU.layers), f"{path}.RMU.layers", list(u.RMU.layers),
+               f"layer indices below hidden_layer={u.RMU.hidden_layer}")
+
+
+def _validate_wmdp(w: WMDPParams) -> None:
+    _check(w.model.source.strip() != "", "wmdp.model.source", w.model.source,
+           "'config' (the random stand-in), a local folder or a hub id such as google/gemma-2-2b")
+    _check(w.model.stand_in_vocab_size >= 64, "wmdp.model.stand_in_vocab_size", w.model.stand_in_vocab_size, ">= 64")
+    _check_model(w.model.stand_in, "wmdp.model.stand_in")
+    _validate_wmdp_data(w.data, "wmdp.data")
+    _validate_task(w.evaluate.forget, w.evaluate.backend, "wmdp.evaluate.forget")
+    _validate_task(w.evaluate.retain, w.evaluate.backend, "wmdp.evaluate.retain")
+    _check(w.evaluate.batch_size > 0, "wmdp.evaluate.batch_size", w.evaluate.batch_size, "a positive integer")
+    _validate_wmdp_unlearn(w.unlearn, w.model, "wmdp.unlearn")
+    for i, teacher in enumerate(w.undo.teachers):
+        _check(teacher in WMDP_TEACHERS and teacher in w.unlearn.runs, f"wmdp.undo.teachers[{i}]", teacher,
+               f"one of {list(WMDP_TEACHERS)} that is also in wmdp.unlearn.runs {list(w.unlearn.runs)}")
+    _check(len(w.undo.alphas) > 0, "wmdp.undo.alphas", list(w.undo.alphas), "a non-empty list")
+    _check_unit(w.undo.alphas, "wmdp.undo.alphas")
+    _check(w.undo.beta >= 0, "wmdp.undo.beta", w.undo.beta, ">= 0 (paper: 0)")
+    _check_train(w.undo.train, "wmdp.undo.train", needs_lr=True)
+    _check_train(w.relearn.train, "wmdp.relearn.train", needs_lr=False)
+    _check_lrs(w.relearn.lrs, "wmdp.relearn.lrs")
+    steps = w.relearn.train.steps
+    _check(all(0 < s <= steps for s in w.relearn.train.eval_steps), "wmdp.relearn.train.eval_steps",
+           list(w.relearn.train.eval_steps), f"steps in [1, wmdp.relearn.train.steps={steps}]")
+
+
 def _validate_setting(p: Params, s: str) -> None:
     _validate_data(p, s)
     _check_model(p.model[s], f"model.{s}")
@@ -640,6 +867,8 @@ def validate(p: Params) -> Params:
                 raise ParamsError(f"{section}.{s}: missing. Setting '{s}' is listed in shared.settings, "
                                   f"so params.yaml needs a '{section}: {{{s}: ...}}' section.")
         _validate_setting(p, s)
+    if p.wmdp is not None:
+        _validate_wmdp(p.wmdp)
     return p
 
 

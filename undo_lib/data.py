@@ -67,8 +67,8 @@ def tokenize_records(tokenizer, records: list[dict], loss_positions: str) -> lis
     return docs
 
 
-def pack(docs: list[tuple[list[int], list[int]]], seq_len: int) -> PackedData:
-    """Pack tokenised documents into [N, seq_len] sequences, each starting with ``<bos>``.
+def pack(docs: list[tuple[list[int], list[int]]], seq_len: int, bos_id: int = BOS_ID) -> PackedData:
+    """Pack tokenised documents into [N, seq_len] sequences, each starting with ``bos_id``.
 
     A document that does not fit is cut at the sequence end and its rest is dropped, as in the
     paper. An unfinished last sequence is dropped.
@@ -76,7 +76,7 @@ def pack(docs: list[tuple[list[int], list[int]]], seq_len: int) -> PackedData:
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {seq_len}")
     seqs, masks = [], []
-    ids_buf, mask_buf = [BOS_ID], [0]
+    ids_buf, mask_buf = [bos_id], [0]
     for ids, mask in docs:
         room = seq_len - len(ids_buf)
         ids_buf += ids[:room]
@@ -84,7 +84,7 @@ def pack(docs: list[tuple[list[int], list[int]]], seq_len: int) -> PackedData:
         if len(ids_buf) == seq_len:
             seqs.append(ids_buf)
             masks.append(mask_buf)
-            ids_buf, mask_buf = [BOS_ID], [0]
+            ids_buf, mask_buf = [bos_id], [0]
     if not seqs:
         raise ValueError(f"not enough text to fill one sequence of {seq_len} tokens ({len(docs)} documents)")
     return PackedData(torch.tensor(seqs, dtype=torch.long), torch.tensor(masks, dtype=torch.bool))

@@ -301,8 +301,24 @@ def harness_evaluate(model_dir: str | Path, tasks: list[str], num_fewshot: int |
     """
     if dtype not in HARNESS_DTYPES:
         raise ValueError(f"invalid dtype {dtype!r} for harness_evaluate: expected one of {', '.join(HARNESS_DTYPES)}.")
+    lm_eval, task_manager_type = _import_harness()
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in {model_dir}. Pass a folder written by undo_lib.model.save_model.")
+    task_manager = task_manager_type(include_path=str(include_path) if include_path else None)
+    output = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(model_dir), "dtype": dtype, "device": device},
+        tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, batch_size=batch_size,
+        task_manager=task_manager, log_samples=log_samples,
+    )
+    return {task: summarize_harness_task(output, task, log_samples) for task in tasks}
+
+
+def _import_harness():
+    """Import lm_eval offline; return (the lm_eval module, its TaskManager class)."""
     # NOTE: huggingface_hub reads HF_HUB_OFFLINE when it is first imported, so in a process that
-    # imported transformers before this call, only the local model path keeps the run offline.
+    # imported transformers before this call, only local model paths keep the run offline.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     try:
@@ -311,20 +327,33 @@ def harness_evaluate(model_dir: str | Path, tasks: list[str], num_fewshot: int |
         from lm_eval.tasks import TaskManager
     except ImportError as err:
         raise ImportError(
-            f"harness_evaluate needs lm_eval with its hf extra ({err}). Install it: pip install 'lm_eval[hf]==0.4.13'"
+            f"lm-evaluation-harness needs lm_eval with its hf extra ({err}). Install it: pip install 'lm_eval[hf]==0.4.13'"
         ) from err
+    return lm_eval, TaskManager
 
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"no config.json in {model_dir}. Pass a folder written by undo_lib.model.save_model.")
-    task_manager = TaskManager(include_path=str(include_path) if include_path else None)
-    output = lm_eval.simple_evaluate(
-        model="hf",
-        model_args={"pretrained": str(model_dir), "dtype": dtype, "device": device},
-        tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, batch_size=batch_size,
-        task_manager=task_manager, log_samples=log_samples,
-    )
-    return {task: summarize_harness_task(output, task, log_samples) for task in tasks}
+
+def harness_evaluate_model(model, tokenizer, tasks: list[str], num_fewshot: int | None = None,
+                           limit: int | float | None = None, batch_size: int = 16,
+                           include_path: str | Path | None = None) -> dict[str, dict]:
+    """Run lm-evaluation-harness on a model in memory (its device and dtype as they are).
+
+    The same as ``harness_evaluate``, without saving the model first: the harness wraps ``model``
+    and ``tokenizer`` in its ``HFLM``. Used by the WMDP stages, which evaluate during training.
+
+    Returns:
+        Per task: ``{"acc", "n", "version"}``.
+    """
+    lm_eval, task_manager_type = _import_harness()
+    from lm_eval.models.huggingface import HFLM
+
+    was_training = model.training
+    model.eval()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    task_manager = task_manager_type(include_path=str(include_path) if include_path else None)
+    output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,
+                                     task_manager=task_manager)
+    model.train(was_training)
+    return {task: summarize_harness_task(output, task, False) for task in tasks}
 
 
 def summarize_harness_task(output: dict, task: str, log_samples: bool) -> dict:

@@ -47,6 +47,10 @@ CORE = ("config", "settings", "io", "runtime", "model", "tokenizer", "data", "ev
 TRAINING = CORE + ("train", "sam", "compute", "noise")
 RELEARN = TRAINING + ("relearn", "names")
 FIGURES = RELEARN + ("experiments", "plots", "report")
+# The WMDP branch: its own modules on top of the training loop
+WMDP = TRAINING + ("relearn", "wmdp", "wmdp_stages", "wmdp_losses", "corpora", "pretrained", "hub",
+                   "multiple_choice")
+WMDP_FIGURES = WMDP + ("wmdp_report", "report", "experiments", "plots", "names")
 
 # The shared keys that can change a stage's results. shared.seeds sets the seeds of the matrix
 # stages, shared.settings only lists the settings that params.yaml must configure (dvc.yaml always
@@ -260,11 +264,80 @@ class _Setting:
         return stages
 
 
+class _WMDP:
+    """Paths and stages of the WMDP branch (notebooks ``wmdp_*``, library ``undo_lib.wmdp``)."""
+
+    root = "outputs/wmdp"
+    data = f"{root}/data"
+    base = f"{root}/models/base"
+    seed = "${item.seed}"
+
+    def _stage(self, notebook: str, name: str, parameters: dict, deps: list[str], params: list[str],
+               outs: list, matrix: dict | None = None, modules: tuple[str, ...] = WMDP) -> dict:
+        executed = f"{self.root}/notebooks/{name}.ipynb"
+        stage = {"cmd": _cmd(notebook, executed, {"params_file": "params.yaml", **parameters}),
+                 "deps": [f"notebooks/{notebook}.ipynb", *_modules(modules, ("methods",)), *deps],
+                 "params": params, "outs": [*outs, *_uncached(executed)]}
+        return {"matrix": matrix, **stage} if matrix else stage
+
+    def _training(self, notebook: str, name: str, parameters: dict, deps: list[str], params: list[str],
+                  out_dir: str, model_out: str | None, matrix: dict) -> dict:
+        timing = f"{self.root}/timing/seed_{self.seed}/{name}.json"
+        parameters = {"seed": self.seed, **parameters, "data_dir": self.data, "out_dir": out_dir,
+                      **({"model_out": model_out} if model_out else {}), "timing_out": timing}
+        outs = ([model_out] if model_out else []) + _uncached(f"{out_dir}/history.csv", timing) \
+            if model_out else _uncached(out_dir, timing)
+        stage = self._stage(notebook, f"seed_{self.seed}/{name}", parameters, [self.data, *deps],
+                            [*SHARED, "wmdp.model", "wmdp.data", "wmdp.evaluate", *params], outs,
+                            {"seed": "${shared.seeds}", **matrix})
+        if model_out:
+            stage["metrics"] = _uncached(f"{out_dir}/metrics.json")
+        return stage
+
+    def stages(self) -> dict[str, dict]:
+        runs, models = f"{self.root}/runs/seed_{self.seed}", f"{self.root}/models/seed_{self.seed}"
+        undo = "${item.teacher}/alpha_${item.alpha}"
+        undo_matrix = {"teacher": "${wmdp.undo.teachers}", "alpha": "${wmdp.undo.alphas}"}
+        return {
+            "wmdp-data": self._stage("wmdp_data", "data", {"out_dir": self.data}, [],
+                                     ["shared.seed", "wmdp.data"], [self.data]),
+            "wmdp-base": self._stage(
+                "wmdp_base", "base", {"data_dir": self.data, "model_out": self.base, "out_dir": f"{self.root}/runs/base"},
+                [self.data], [*SHARED, "wmdp.model", "wmdp.evaluate"],
+                [self.base, *_uncached(f"{self.root}/runs/base/metrics.json")]),
+            "wmdp-unlearn": self._training(
+                "wmdp_unlearn", "unlearn-${item.run}", {"run": "${item.run}", "base_dir": self.base}, [self.base],
+                ["wmdp.unlearn"], f"{runs}/unlearn/${{item.run}}", f"{models}/unlearned/${{item.run}}",
+                {"run": "${wmdp.unlearn.runs}"}),
+            "wmdp-undo": self._training(
+                "wmdp_undo", "undo-${item.teacher}-${item.alpha}",
+                {"teacher": "${item.teacher}", "alpha": "${item.alpha}", "teacher_dir": f"{models}/unlearned/${{item.teacher}}"},
+                [f"{models}/unlearned/${{item.teacher}}"], ["wmdp.undo"], f"{runs}/undo/{undo}", f"{models}/undo/{undo}",
+                undo_matrix),
+            "wmdp-relearn-base": self._relearn("base", self.base, {}),
+            "wmdp-relearn-unlearned": self._relearn("${item.run}", f"{models}/unlearned/${{item.run}}",
+                                                    {"run": "${wmdp.unlearn.runs}"}),
+            "wmdp-relearn-undo": self._relearn("undo_${item.teacher}_${item.alpha}", f"{models}/undo/{undo}",
+                                               undo_matrix),
+            "wmdp-figures": self._stage(
+                "wmdp_figures", "figures", {"runs_dir": f"{self.root}/runs", "timing_dir": f"{self.root}/timing",
+                                            "out_dir": f"{self.root}/figures"},
+                [f"{self.root}/runs"], ["shared.seeds", "wmdp.unlearn.runs", "wmdp.undo", "wmdp.relearn"],
+                _uncached(f"{self.root}/figures"), modules=WMDP_FIGURES),
+        }
+
+    def _relearn(self, model_name: str, model_dir: str, matrix: dict) -> dict:
+        return self._training("wmdp_relearn", f"relearn-{model_name}", {"model_name": model_name, "model_dir": model_dir},
+                              [model_dir], ["wmdp.relearn"], f"{self.root}/runs/seed_{self.seed}/relearn/{model_name}",
+                              None, matrix)
+
+
 def pipeline() -> dict:
     """Return the ``stages`` mapping of dvc.yaml for every setting."""
     stages: dict[str, dict] = {}
     for setting in SETTINGS:
         stages.update(_Setting(setting).stages())
+    stages.update(_WMDP().stages())
     return {"stages": stages}
 
 

@@ -81,7 +81,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def _is_eval_step(step: int, params: TrainParams) -> bool:
-    return step == 0 or step == params.steps or (params.eval_every > 0 and step % params.eval_every == 0)
+    return (step == 0 or step == params.steps or step in params.eval_steps
+            or (params.eval_every > 0 and step % params.eval_every == 0))
 
 
 def _evaluate(model, evaluate: EvalFn | None, row: dict) -> dict:
