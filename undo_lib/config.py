@@ -24,6 +24,9 @@ from typing import Any, Literal
 import yaml
 
 SETTINGS = ("arithmetic", "language")
+# Top-level sections keyed by setting name
+PER_SETTING_SECTIONS = ("data", "tokenizer", "model", "pretrain", "unlearn", "distill", "relearn", "evaluate",
+                        "figures")
 
 
 class ParamsError(ValueError):
@@ -643,22 +646,56 @@ def validate(p: Params) -> Params:
     return p
 
 
+def unknown_setting_problems(data: dict) -> list[str]:
+    """Return one message per entry of a per-setting section of parsed params ``data`` that names no setting."""
+    problems = []
+    for section in PER_SETTING_SECTIONS:
+        entries = data.get(section)
+        if not isinstance(entries, dict):
+            continue
+        for name in entries:
+            if name not in SETTINGS:
+                problems.append(f"{section}.{name}: unknown setting.{_suggest(name, SETTINGS)} "
+                                f"Settings: {list(SETTINGS)}.")
+    return problems
+
+
 def params_from_dict(data: dict) -> Params:
     """Build and validate Params from a parsed params.yaml mapping."""
     if not isinstance(data, dict):
-        raise ParamsError(f"params.yaml must contain a mapping of sections, got {type(data).__name__}.")
+        raise ParamsError(f"params must be a mapping of sections, got {type(data).__name__}.")
+    problems = unknown_setting_problems(data)
+    if problems:
+        raise ParamsError(" ".join(problems))
     _check_float_literals(data, "")
     return validate(_build(Params, data, ""))
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read, type-check and validate ``path``; raise ParamsError naming the key on any problem."""
+def _yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err)
+    return (f"{path}{where}: invalid YAML: {problem}. Fix the syntax there: check the indentation, the colon "
+            "after each key, and that every bracket and quote is closed.")
+
+
+def read_params_file(path: str | Path) -> dict:
+    """Parse the YAML file ``path`` into its mapping of sections; raise ParamsError naming the file on failure."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}. Run from the repository root or pass its path.")
-    with path.open(encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    return params_from_dict(data)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ParamsError(_yaml_error_message(path, err)) from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}.")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read, type-check and validate ``path``; raise ParamsError naming the file or key on any problem."""
+    return params_from_dict(read_params_file(path))
 
 
 def to_dict(section: Any) -> Any:
