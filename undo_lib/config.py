@@ -1,13 +1,13 @@
 """Typed, strict configuration read from ``params.yaml``.
 
 Every knob that changes a result lives in ``params.yaml``. This module turns the file into frozen
-dataclasses and rejects, before any compute is spent, unknown keys, missing keys, wrong types and
-impossible values. Each error names the dotted key, the offending value and the fix.
+dataclasses. Before any compute runs, it rejects unknown keys, missing keys, wrong types and
+impossible values, and each error names the dotted key, the value and the fix.
 
-Layout of ``params.yaml``: a ``shared`` section, then one section per kind of stage (``data``,
-``tokenizer``, ``model``, ``pretrain``, ``unlearn``, ``distill``, ``relearn``, ``evaluate``,
-``figures``), each keyed by setting name (``arithmetic``, ``language``). The ``data`` and
-``evaluate`` sections have a different shape per setting; every other section has one shape.
+``params.yaml`` has a ``shared`` section and one section per kind of stage. The stage sections are
+listed in ``PER_SETTING_SECTIONS`` and keyed by setting name (``arithmetic``, ``language``). The
+``data`` and ``evaluate`` sections have a different shape per setting, and every other section
+has one shape.
 """
 
 from __future__ import annotations
@@ -249,8 +249,8 @@ class UnlearnParams:
     SAM: SAMParams = field(default_factory=SAMParams)
     RepNoise: RepNoiseParams = field(default_factory=RepNoiseParams)
     teacher_rule: TeacherRuleParams = field(default_factory=TeacherRuleParams)
-    # A run whose retain performance keeps less than this fraction of the full model's (measured
-    # above chance) is marked collapsed: failed, never a teacher
+    # A run is marked collapsed when its retain performance above chance is below this fraction of
+    # the full model's. A collapsed run counts as failed and is never a teacher.
     collapse_fraction: float = 0.25
     train: TrainParams = field(default_factory=TrainParams)  # shared by every run; LRs come from the sweeps
 
@@ -424,8 +424,8 @@ def _check_train(t: TrainParams, path: str, needs_lr: bool) -> None:
 
 
 def _check_model(m: ModelParams, path: str) -> None:
-    # head_dim need not be hidden_size / num_attention_heads: Gemma-2-2B has 8 heads of 256 in a
-    # hidden size of 2304, and the attention output projection maps heads * head_dim back to hidden_size
+    # head_dim need not equal hidden_size / num_attention_heads, because the attention output
+    # projection maps heads * head_dim back to hidden_size. Gemma-2-2B has 8 heads of 256 and hidden size 2304.
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                  "head_dim", "intermediate_size", "sliding_window", "max_position_embeddings",
                  "query_pre_attn_scalar"):
@@ -442,8 +442,8 @@ def _check_unit(values: typing.Iterable[float], path: str) -> None:
 def _check_float_literals(data: Any, path: str) -> None:
     """Reject integers in the lists whose values name DVC stages and folders (LRs, alphas).
 
-    DVC writes ``[1, 0.5]`` into folder names as ``1`` and ``0.5``, whereas Python formats the
-    parsed floats as ``1.0`` and ``0.5``, so a stage would write a folder the next stage cannot find.
+    DVC writes ``[1, 0.5]`` into folder names as ``1`` and ``0.5``, but Python formats the parsed
+    floats as ``1.0`` and ``0.5``. A stage would then write a folder that the next stage cannot find.
     """
     if isinstance(data, dict):
         for key, value in data.items():
@@ -680,7 +680,7 @@ def _yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
 
 
 def read_params_file(path: str | Path) -> dict:
-    """Parse the YAML file ``path`` into its mapping of sections; raise ParamsError naming the file on failure."""
+    """Parse the YAML file ``path`` into its mapping of sections, or raise ParamsError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}. Run from the repository root or pass its path.")
