@@ -42,7 +42,7 @@ HEADER = """\
 
 # Library modules every notebook stage imports (directly or through undo_lib.settings/runtime)
 CORE = ("config", "settings", "io", "runtime", "model", "tokenizer", "data", "evaluate", "losses",
-        "checkpoint", "resources", "prepare", "prepare_language", "language", "arithmetic", "templates",
+        "checkpoint", "resources", "prepare", "prepare_language", "language", "hub", "arithmetic", "templates",
         "distill")
 TRAINING = CORE + ("train", "sam", "compute", "noise")
 RELEARN = TRAINING + ("relearn", "names")
