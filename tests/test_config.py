@@ -1,12 +1,14 @@
 """Tests for undo_lib.config: strict loading and validation of params.yaml."""
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from undo_lib.config import ParamsError, load_params, params_from_dict, to_dict
+from undo_lib.config import main as config_main
 
 REPO_ROOT = Path(__file__).parent.parent
 DELETE = object()  # marks a key that the case removes instead of setting
@@ -44,6 +46,10 @@ MALFORMED_CASES = [
      "relearn.arithmetic.train.attack", "unknown key"),
     ("unknown-evaluate", "evaluate.arithmetic.temperature", 0.0, "evaluate.arithmetic.temperature", "unknown key"),
     ("unknown-figures", "figures.arithmetic.dpi", 300, "figures.arithmetic.dpi", "unknown key"),
+    # Unknown setting names in the per-setting sections
+    ("unknown-setting-model", "model.arithmatic", {}, "model.arithmatic: unknown setting", "Did you mean 'arithmetic'"),
+    ("unknown-setting-figures", "figures.korean", {}, "figures.korean: unknown setting", "Settings: ['arithmetic'"),
+    ("unknown-setting-data", "data.langauge", {}, "data.langauge: unknown setting", "Did you mean 'language'"),
     # Missing keys
     ("missing-shared", "shared", DELETE, "shared", "missing"),
     ("missing-setting-section", "distill.arithmetic", DELETE, "distill.arithmetic", "missing"),
@@ -220,6 +226,39 @@ def test_misspelt_key_suggests_fix(smoke_params_dict):
 def test_non_mapping_file_rejected():
     with pytest.raises(ParamsError, match="mapping"):
         params_from_dict(["shared", "data"])
+
+
+def test_non_mapping_file_named(tmp_path):
+    path = tmp_path / "profile.yaml"
+    path.write_text("- shared\n- data\n", encoding="utf-8")
+
+    with pytest.raises(ParamsError) as excinfo:
+        load_params(path)
+
+    assert f"{path}: expected a mapping of sections, got list" in str(excinfo.value)
+
+
+def test_yaml_syntax_error_located(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("shared:\n  seeds: [0, 1\nmodel: {}\n", encoding="utf-8")
+
+    with pytest.raises(ParamsError) as excinfo:
+        load_params(path)
+
+    message = str(excinfo.value)
+    assert message.startswith(f"{path}, line 3, column 6: invalid YAML:"), message
+    assert "every bracket and quote is closed" in message
+
+
+def test_main_reports_yaml_error(tmp_path, monkeypatch):
+    path = tmp_path / "params.yaml"
+    path.write_text("shared: [\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["undo_lib.config", str(path)])
+
+    with pytest.raises(SystemExit) as excinfo:
+        config_main()
+
+    assert str(excinfo.value).startswith(f"invalid params: {path}, line 2, column 1: invalid YAML:")
 
 
 @pytest.mark.parametrize("name", ["params.yaml", "tests/smoke_params.yaml"])

@@ -194,6 +194,42 @@ def test_estimate_terms(tiny_model_params):
     assert with_teacher.total == single.total + with_teacher.teacher
 
 
+def test_estimate_bf16_and_checkpointing_by_hand(tiny_model_params):
+    """Hand-computed for H=32, L=2, A=2, I=64, V=320, 8 sequences of 64 tokens (512 tokens), N=28,960."""
+    estimates = {
+        (precision, checkpointing): resources.estimate_training_memory(
+            tiny_model_params, 320, sequences=8, seq_len=64, precision=precision,
+            gradient_checkpointing=checkpointing)
+        for precision in ("fp32", "bf16") for checkpointing in (False, True)
+    }
+
+    # per layer 32·32 + 4·64 + 4·2·64 = 1,792 values a token; logits 4·320 = 1,280
+    assert estimates["fp32", False].activations == 512 * (2 * 1792 + 1280) * 4
+    assert estimates["bf16", False].activations == 512 * (2 * 1792 + 1280) * 2
+    # checkpointing: the 2 layer inputs of 32 values plus one recomputed layer
+    assert estimates["fp32", True].activations == 512 * (2 * 32 + 1792 + 1280) * 4
+    assert estimates["bf16", True].activations == 512 * (2 * 32 + 1792 + 1280) * 2
+    assert estimates["fp32", False].model_and_optimizer == 16 * 28960
+    assert estimates["fp32", True].model_and_optimizer == 16 * 28960
+    assert estimates["bf16", False].model_and_optimizer == 18 * 28960  # + bfloat16 weight copies
+
+
+def test_memory_check_passes_precision(smoke_params_dict, monkeypatch):
+    smoke_params_dict["pretrain"]["arithmetic"]["precision"] = "bf16"
+    smoke_params_dict["pretrain"]["arithmetic"]["gradient_checkpointing"] = True
+    params = params_from_dict(smoke_params_dict)
+    received = {}
+    monkeypatch.setattr(runtime, "check_memory", lambda estimate, device, key: received.update(estimate=estimate))
+
+    runtime.check_training_memory(params, "arithmetic", "pretrain.arithmetic", params.pretrain["arithmetic"],
+                                  vocab_size=320, device=torch.device("cpu"))
+
+    expected = resources.estimate_training_memory(
+        params.model["arithmetic"], 320, params.pretrain["arithmetic"].batch_size, params.data["arithmetic"].seq_len,
+        precision="bf16", gradient_checkpointing=True)
+    assert received["estimate"] == expected
+
+
 # ----------------------------------------------------------------------------------------------
 # Fingerprints and stage outputs
 

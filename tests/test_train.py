@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -335,7 +336,7 @@ class _PrecisionProbe:
 
     def __call__(self, model, batch):
         self.autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-        self.checkpointing.append(model.is_gradient_checkpointing)
+        self.checkpointing.append(model.is_activation_checkpointing)
         return lm_loss(model, batch)
 
 
@@ -381,7 +382,19 @@ def test_gradient_checkpointing_same_weights(tiny_model_params, tokenizer):
         train(model, probes[checkpointing], itertools.repeat(batch),
               _params(steps=3, lr=1e-3, gradient_checkpointing=checkpointing), 1.0)
         weights[checkpointing] = [p.detach().clone() for p in model.parameters()]
-        assert not model.is_gradient_checkpointing  # switched off again after training
+        assert not model.is_activation_checkpointing  # switched off again after training
 
     assert probes[True].checkpointing == [True, True, True]
     assert all(torch.equal(a, b) for a, b in zip(weights[False], weights[True]))
+
+
+def test_gradient_checkpointing_no_deprecation_warning(tiny_model, tokenizer):
+    """transformers 5 deprecates the gradient_checkpointing_* methods, so the loop calls activation_checkpointing_*."""
+    batch = _fixed_batch(len(tokenizer))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tiny_model, lm_loss, itertools.repeat(batch), _params(steps=1, gradient_checkpointing=True), 1.0)
+
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert not [m for m in deprecations if "checkpointing" in m], deprecations

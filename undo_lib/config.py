@@ -1,13 +1,13 @@
 """Typed, strict configuration read from ``params.yaml``.
 
 Every knob that changes a result lives in ``params.yaml``. This module turns the file into frozen
-dataclasses and rejects, before any compute is spent, unknown keys, missing keys, wrong types and
-impossible values. Each error names the dotted key, the offending value and the fix.
+dataclasses. Before any compute runs, it rejects unknown keys, missing keys, wrong types and
+impossible values, and each error names the dotted key, the value and the fix.
 
-Layout of ``params.yaml``: a ``shared`` section, then one section per kind of stage (``data``,
-``tokenizer``, ``model``, ``pretrain``, ``unlearn``, ``distill``, ``relearn``, ``evaluate``,
-``figures``), each keyed by setting name (``arithmetic``, ``language``). The ``data`` and
-``evaluate`` sections have a different shape per setting; every other section has one shape.
+``params.yaml`` has a ``shared`` section and one section per kind of stage. The stage sections are
+listed in ``PER_SETTING_SECTIONS`` and keyed by setting name (``arithmetic``, ``language``). The
+``data`` and ``evaluate`` sections have a different shape per setting, and every other section
+has one shape.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from typing import Any, Literal
 import yaml
 
 SETTINGS = ("arithmetic", "language")
+# Top-level sections keyed by setting name
+PER_SETTING_SECTIONS = ("data", "tokenizer", "model", "pretrain", "unlearn", "distill", "relearn", "evaluate",
+                        "figures")
 
 
 class ParamsError(ValueError):
@@ -247,8 +250,8 @@ class UnlearnParams:
     SAM: SAMParams = field(default_factory=SAMParams)
     RepNoise: RepNoiseParams = field(default_factory=RepNoiseParams)
     teacher_rule: TeacherRuleParams = field(default_factory=TeacherRuleParams)
-    # A run whose retain performance keeps less than this fraction of the full model's (measured
-    # above chance) is marked collapsed: failed, never a teacher
+    # A run is marked collapsed when its retain performance above chance is below this fraction of
+    # the full model's. A collapsed run counts as failed and is never a teacher.
     collapse_fraction: float = 0.25
     train: TrainParams = field(default_factory=TrainParams)  # shared by every run; LRs come from the sweeps
 
@@ -557,8 +560,8 @@ def _check_train(t: TrainParams, path: str, needs_lr: bool) -> None:
 
 
 def _check_model(m: ModelParams, path: str) -> None:
-    # head_dim need not be hidden_size / num_attention_heads: Gemma-2-2B has 8 heads of 256 in a
-    # hidden size of 2304, and the attention output projection maps heads * head_dim back to hidden_size
+    # head_dim need not equal hidden_size / num_attention_heads, because the attention output
+    # projection maps heads * head_dim back to hidden_size. Gemma-2-2B has 8 heads of 256 and hidden size 2304.
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                  "head_dim", "intermediate_size", "sliding_window", "max_position_embeddings",
                  "query_pre_attn_scalar"):
@@ -575,8 +578,8 @@ def _check_unit(values: typing.Iterable[float], path: str) -> None:
 def _check_float_literals(data: Any, path: str) -> None:
     """Reject integers in the lists whose values name DVC stages and folders (LRs, alphas).
 
-    DVC writes ``[1, 0.5]`` into folder names as ``1`` and ``0.5``, whereas Python formats the
-    parsed floats as ``1.0`` and ``0.5``, so a stage would write a folder the next stage cannot find.
+    DVC writes ``[1, 0.5]`` into folder names as ``1`` and ``0.5``, but Python formats the parsed
+    floats as ``1.0`` and ``0.5``. A stage would then write a folder that the next stage cannot find.
     """
     if isinstance(data, dict):
         for key, value in data.items():
@@ -872,22 +875,56 @@ def validate(p: Params) -> Params:
     return p
 
 
+def unknown_setting_problems(data: dict) -> list[str]:
+    """Return one message per entry of a per-setting section of parsed params ``data`` that names no setting."""
+    problems = []
+    for section in PER_SETTING_SECTIONS:
+        entries = data.get(section)
+        if not isinstance(entries, dict):
+            continue
+        for name in entries:
+            if name not in SETTINGS:
+                problems.append(f"{section}.{name}: unknown setting.{_suggest(name, SETTINGS)} "
+                                f"Settings: {list(SETTINGS)}.")
+    return problems
+
+
 def params_from_dict(data: dict) -> Params:
     """Build and validate Params from a parsed params.yaml mapping."""
     if not isinstance(data, dict):
-        raise ParamsError(f"params.yaml must contain a mapping of sections, got {type(data).__name__}.")
+        raise ParamsError(f"params must be a mapping of sections, got {type(data).__name__}.")
+    problems = unknown_setting_problems(data)
+    if problems:
+        raise ParamsError(" ".join(problems))
     _check_float_literals(data, "")
     return validate(_build(Params, data, ""))
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read, type-check and validate ``path``; raise ParamsError naming the key on any problem."""
+def _yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err)
+    return (f"{path}{where}: invalid YAML: {problem}. Fix the syntax there: check the indentation, the colon "
+            "after each key, and that every bracket and quote is closed.")
+
+
+def read_params_file(path: str | Path) -> dict:
+    """Parse the YAML file ``path`` into its mapping of sections, or raise ParamsError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}. Run from the repository root or pass its path.")
-    with path.open(encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    return params_from_dict(data)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ParamsError(_yaml_error_message(path, err)) from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}.")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read, type-check and validate ``path``; raise ParamsError naming the file or key on any problem."""
+    return params_from_dict(read_params_file(path))
 
 
 def to_dict(section: Any) -> Any:

@@ -281,9 +281,8 @@ def _train_data_parallel(model, loss_fn: LossFn, batches: Iterator[dict], params
                          flops_per_token: float, evaluate: EvalFn | None, should_stop: StopFn | None,
                          initial_metrics: dict | None, accelerator: Accelerator) -> TrainResult:
     """Run ``train`` on this process's rows with the DDP-wrapped model and combine the processes' counters."""
-    # The loop would call gradient_checkpointing_enable on the DDP wrapper, which lacks it, so the
-    # model gets it here, before wrapping, and the loop gets params with the option off. The loop's call
-    # is the transformers 5 alias of activation_checkpointing_enable, with the same non-reentrant recomputation.
+    # The loop would call activation_checkpointing_enable on the DDP wrapper, which lacks it, so the
+    # model gets it here, before wrapping, and the loop gets params with the option off.
     checkpointed = params.gradient_checkpointing
     if checkpointed:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -1,4 +1,4 @@
-"""Helpers for error messages about the Hugging Face hub, shared by ``pretrained`` and ``corpora``."""
+"""Helpers for error messages about the Hugging Face hub, shared by ``pretrained``, ``corpora`` and ``language``."""
 
 from __future__ import annotations
 
@@ -22,14 +22,19 @@ def offline_settings(variables: tuple[str, ...]) -> list[str]:
     return settings
 
 
-def offline_sentence(variables: tuple[str, ...], library: str) -> str:
-    """Return a sentence naming the offline variables that are set, or "" when none is set."""
+def offline_sentence(variables: tuple[str, ...], library: str, download: str = "") -> str:
+    """Return a sentence naming the offline variables that are set, or "" when none is set.
+
+    ``download`` names what unsetting them lets ``library`` download, such as "the dataset".
+    """
     settings = offline_settings(variables)
     if not settings:
         return ""
+    target = f" {download}" if download else ""
     if len(settings) == 1:
-        return f"{settings[0]} is set, so {library} reads only its local cache. Unset it to download."
-    return f"{' and '.join(settings)} are set, so {library} reads only its local cache. Unset them to download."
+        return f"{settings[0]} is set, so {library} reads only its local cache. Unset it to download{target}."
+    return (f"{' and '.join(settings)} are set, so {library} reads only its local cache. "
+            f"Unset them to download{target}.")
 
 
 def find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:

@@ -26,7 +26,6 @@ import glob
 import html
 import json
 import logging
-import os
 import platform
 import random
 import re
@@ -40,6 +39,7 @@ from typing import Iterable, Iterator
 
 from pydoc_data import topics as pydoc_topics
 
+from undo_lib.hub import DATASET_OFFLINE_VARIABLES, offline_sentence
 from undo_lib.io import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -73,12 +73,6 @@ COMMAND_TIMEOUT_S = 600
 
 # The train/validation split needs one document on each side.
 MIN_DOCUMENTS_PER_LANGUAGE = 2
-
-# Environment variables that switch datasets to offline mode, and the values that count as set. The
-# values are huggingface_hub.constants.ENV_VARS_TRUE_VALUES, compared in upper case, as checked with
-# huggingface_hub 2.4.0 and datasets 5.2.0.
-_HUB_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-_ENV_TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
 
 _HANGUL_RANGES = (
     (0xAC00, 0xD7A3),  # Hangul Syllables
@@ -597,25 +591,12 @@ def _hub_texts(spec: dict, digest) -> Iterator[str]:
         yield strip_markup(record[text_field])
 
 
-def _hub_offline_settings() -> list[str]:
-    """Return "NAME=value" for each set environment variable that keeps datasets off the hub."""
-    settings = []
-    for variable in _HUB_OFFLINE_VARIABLES:
-        value = os.environ.get(variable, "")
-        if value.upper() in _ENV_TRUE_VALUES:
-            settings.append(f"{variable}={value}")
-    return settings
-
-
 def _hub_error_message(language: str, spec: dict, err: OSError) -> str:
     message = (f"cannot read the {language} dataset {spec['path']} (config {spec.get('name')}, revision "
                f"{spec.get('revision')}) from the Hugging Face hub: {type(err).__name__}: {err}.")
-    offline = _hub_offline_settings()
-    if len(offline) == 1:
-        message += f" {offline[0]} is set, so datasets does not contact the hub. Unset it to download the dataset."
-    elif offline:
-        message += (f" {' and '.join(offline)} are set, so datasets does not contact the hub. Unset them to "
-                    "download the dataset.")
+    offline = offline_sentence(DATASET_OFFLINE_VARIABLES, "datasets", download="the dataset")
+    if offline:
+        message += f" {offline}"
     return (f"{message} For text without the hub, set data.language.source: offline (Debian documentation "
             "packages) or local (jsonl or txt files under data.language.local)")
 

@@ -5,8 +5,8 @@ A model's name is its label in the figures and tables: ``full``, ``oracle``, ``m
 is where the stage that trains it saves it, relative to ``outputs/<setting>/models/seed_<k>``.
 
 The relearning attacks run as four stages per seed, one per group of models with the same
-upstream stages, so that one process attacks several models and the per-stage start-up cost
-(DVC, the notebook kernel, imports) is paid four times instead of once per model.
+upstream stages. One process then attacks several models, so the start-up cost of a stage (DVC,
+the notebook kernel, imports) is paid four times per seed instead of once per model.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Relearning attacks: finetune a model on forget-domain data and watch the forget metric return.
 
-One attack is one learning rate; a relearning stage runs every LR of the grid on each model of its
-group (``undo_lib.names``), and ``worst_case`` combines them: at every attack step it keeps the
-attacker's best result over LRs (highest forget accuracy). A run whose loss diverges is kept and
-flagged, not dropped.
+One attack is one learning rate. A relearning stage runs every LR of the grid on each model of its
+group (``undo_lib.names``). ``worst_case`` combines the LRs by keeping the attacker's best result
+(the highest forget accuracy) at every attack step. A run whose loss diverges is kept and flagged,
+not dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def attack_params(params: TrainParams, lr: float) -> TrainParams:
-    """The relearning TrainParams with the grid's LR filled in (constant after warmup)."""
+    """Return the relearning TrainParams with the grid's LR, constant after warmup."""
     from dataclasses import replace
 
     return replace(params, lr=lr, min_lr=lr)
@@ -27,7 +27,7 @@ def attack_params(params: TrainParams, lr: float) -> TrainParams:
 
 def run_attack(model, loss_fn, batches, params: TrainParams, lr: float, flops_per_token: float, evaluate,
                checkpoint_dir=None, checkpoint_key: str = "", initial_metrics: dict | None = None):
-    """Run one attack at ``lr``; returns (history rows, diverged flag, TrainResult or None).
+    """Run one attack at ``lr`` and return (history rows, diverged flag, TrainResult or None).
 
     ``checkpoint_dir``, ``checkpoint_key`` and ``initial_metrics`` (the metrics of the weights
     before the attack, when an attack at another LR has measured them) are passed to ``train``.
@@ -52,11 +52,11 @@ def before_attack(rows: list[dict]) -> dict:
 
 
 def worst_case(history: pd.DataFrame, metric: str = "forget", higher_is_worse: bool = True) -> pd.DataFrame:
-    """Per model and attack step, the attacker's best value of ``metric`` over learning rates.
+    """Return the attacker's best value of ``metric`` over learning rates, per model and attack step.
 
     Args:
-        history: rows with columns ``model``, ``step``, ``lr`` and ``metric``; diverged runs have
-            no metric value at their steps and are skipped here (they are reported separately).
+        history: rows with columns ``model``, ``step``, ``lr`` and ``metric``. Diverged runs have
+            no metric value at their steps, so they are skipped here and reported separately.
         metric: column to combine.
         higher_is_worse: True for accuracies (the attacker maximises), False for losses.
 

@@ -135,7 +135,9 @@ def check_training_memory(params: Params, setting: str, section_key: str, train_
         return
     model = params.model[setting]
     estimate = estimate_training_memory(model, vocab_size, train_params.batch_size * forward_passes,
-                                        params.data[setting].seq_len, teacher=model if with_teacher else None)
+                                        params.data[setting].seq_len, teacher=model if with_teacher else None,
+                                        precision=train_params.precision,
+                                        gradient_checkpointing=train_params.gradient_checkpointing)
     check_memory(estimate, device, section_key)
     logger.info("estimated peak training memory: %s", estimate.describe())
 

@@ -256,7 +256,7 @@ def train(
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, betas=(0.9, 0.999), eps=1e-8,
                                   weight_decay=params.weight_decay, foreach=True)
     if params.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     checkpointing = checkpoint_dir is not None and params.checkpoint_every > 0
     fingerprint = checkpoint_fingerprint(params, checkpoint_key) if checkpointing else ""
     state = load_checkpoint(checkpoint_dir, fingerprint, model, optimizer) if checkpointing else None
@@ -299,7 +299,7 @@ def train(
             save_checkpoint(checkpoint_dir, model, optimizer, progress.to_state(fingerprint, finished))
 
     if params.gradient_checkpointing:
-        model.gradient_checkpointing_disable()
+        model.activation_checkpointing_disable()
     model.eval()
     result.seconds = elapsed_before + time.perf_counter() - start
     logger.info("trained %d steps, %s tokens in %.1f s", result.steps, f"{result.tokens:,}", result.seconds)

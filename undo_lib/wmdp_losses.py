@@ -35,9 +35,10 @@ from typing import Literal
 
 import torch
 
-from undo_lib.losses import causal_ce, forward_kl, kl_from_uniform
+from undo_lib.losses import causal_ce, forward_kl
 from undo_lib.methods import Method
-from undo_lib.methods.repnoise import forward_with_mlp_outputs, repnoise_loss
+from undo_lib.methods.maxent import maxent_forward
+from undo_lib.methods.repnoise import repnoise_loss
 from undo_lib.methods.rmu import control_vector, freeze_except_down_proj, hidden_state, masked_mse
 from undo_lib.train import LossFn
 
@@ -140,15 +141,8 @@ def maxent_wmdp_loss(model, batch: dict, params: MaxEntWMDPParams, reference: to
         (scalar loss, logs with ``forget_kl_uniform``, ``retain_kl`` or ``retain_ce``, and any
         RepNoise terms). The logged terms are unweighted.
     """
-    forget, retain = batch["forget"], batch["retain"]
-    if _uses_repnoise(params):
-        forget_output, mlp_outputs = forward_with_mlp_outputs(model, forget["input_ids"])
-    else:
-        forget_output, mlp_outputs = model(input_ids=forget["input_ids"]), []
-    retain_logits = model(input_ids=retain["input_ids"]).logits
-
-    forget_term = kl_from_uniform(forget_output.logits, forget["input_ids"], forget["loss_mask"])
-    retain_term, retain_key = _maxent_retain_term(model, retain, retain_logits, params, reference)
+    forget_output, mlp_outputs, retain_logits, forget_term = maxent_forward(model, batch, _uses_repnoise(params))
+    retain_term, retain_key = _maxent_retain_term(model, batch["retain"], retain_logits, params, reference)
     logs = {"forget_kl_uniform": forget_term.item(), retain_key: retain_term.item()}
 
     if _uses_repnoise(params):
