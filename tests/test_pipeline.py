@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -223,7 +224,7 @@ FIGURE_FILES = ("e1_oracle_matching.png", "e2_unlearn_vs_distill.png", "e3_robus
                 "e3_relearning_curves.png", "e4_pareto.png", "relearning_by_lr.png", "e1.csv", "e2.csv", "e3.csv",
                 "e4.csv", "summary.json")
 
-RUN_SPECIFIC = tuple(f"outputs/{setting}/{folder}/" for setting in ("arithmetic", "language")
+RUN_SPECIFIC = tuple(f"outputs/{setting}/{folder}/" for setting in ("arithmetic", "language", "wmdp")
                      for folder in ("timing", "notebooks"))
 
 
@@ -262,6 +263,17 @@ def test_dvc_repro_smoke(smoke_run):
         checkpoints = root / "checkpoints"
         assert not checkpoints.exists() or not any(p.is_file() for p in checkpoints.rglob("*"))
 
+    wmdp = project.root / "outputs" / "wmdp"
+    for path in ("figures/wmdp_relearning.png", "figures/summary.json", "figures/table.md",
+                 "models/base/model.safetensors", "models/seed_0/undo/RMU/alpha_0.25/model.safetensors",
+                 "runs/seed_0/relearn/undo_MaxEnt_0.25/lr_0.001/history.csv",
+                 "runs/seed_0/relearn/RepNoise/lr_0.001/metrics.json", "timing/seed_0/unlearn-SAM.json"):
+        assert (wmdp / path).is_file(), f"dvc repro did not write outputs/wmdp/{path}"
+    summary = json.loads((wmdp / "figures/summary.json").read_text())
+    assert [m["model"] for m in summary["models"]] == ["base", "MaxEnt", "RMU", "SAM", "RepNoise",
+                                                        "undo_MaxEnt_0.25", "undo_RMU_0.25"]
+    assert all(set(m["relearned"]) == {"0", "1", "3"} for m in summary["models"])
+
     status = project.dvc("status")
     assert "up to date" in status.stdout, status.stdout
 
@@ -276,7 +288,8 @@ def test_rerun_is_bitwise_identical(smoke_run):
     stages = ["arithmetic-data", "arithmetic-pretrain@0-oracle", "arithmetic-unlearn-RMU@0-0.001",
               "arithmetic-unlearn-SAM@0-0.001", "arithmetic-teacher@0-MaxEnt", "arithmetic-undo@0-0.5",
               "arithmetic-relearn-unlearned@0", "language-data", "language-unlearn-RepNoise@0-0.001",
-              "language-distill@0-GradDiff", "language-match-full@0", "language-relearn-reference@0"]
+              "language-distill@0-GradDiff", "language-match-full@0", "language-relearn-reference@0",
+              "wmdp-data", "wmdp-unlearn@0-RMU", "wmdp-undo@0-MaxEnt-0.25", "wmdp-relearn-base@0"]
 
     for stage in stages:
         run = project.dvc("repro", "--force", "--single-item", stage)

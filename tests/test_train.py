@@ -142,6 +142,14 @@ def test_evaluation_cadence(tiny_model, tokenizer):
     assert evaluator.training_flags == [False] * 4, "evaluate must see the model in eval mode"
 
 
+def test_eval_steps_add_to_the_cadence(tiny_model, tokenizer):
+    """eval_steps (the WMDP attack's 10, 25, 50, ...) are evaluated besides step 0, every eval_every and the end."""
+    params = _params(steps=7, eval_every=0, eval_steps=(1, 3))
+    result = train(tiny_model, lm_loss, itertools.repeat(_fixed_batch(len(tokenizer))), params,
+                   flops_per_token=1.0, evaluate=CountingEvaluator())
+    assert [row["step"] for row in result.history if "retain" in row] == [0, 1, 3, 7]
+
+
 def test_stop_rule_ends_early(tiny_model, tokenizer):
     seen = []
 

@@ -48,7 +48,7 @@ SOURCE_RECORD = "source.json"  # written to the base folder when the model is no
 
 
 def text_source(corpus: CorpusParams) -> TextSource:
-    """The ``undo_lib.corpora`` source of one corpus entry of params."""
+    """Convert one corpus entry of params to an ``undo_lib.corpora`` source."""
     return TextSource(kind=corpus.kind, path=corpus.path, text_field=corpus.text_field, config=corpus.config,
                       split=corpus.split, revision=corpus.revision)
 
@@ -115,7 +115,7 @@ def write_base(w: WMDPParams, data_dir: str | Path, base_dir: str | Path, seed: 
 
 
 def model_source(w: WMDPParams, model_dir: str | Path) -> PretrainedSource:
-    """Where a WMDP model loads from: ``model_dir``, or the pretrained source its ``source.json`` names."""
+    """Locate a WMDP model: ``model_dir`` itself, or the pretrained source named by its ``source.json``."""
     model_dir = Path(model_dir)
     m = w.model
     if (model_dir / SOURCE_RECORD).is_file():
@@ -155,7 +155,7 @@ def pack_texts(tokenizer, records: list[dict], seq_len: int) -> PackedData:
 
 
 def adds_bos(tokenizer) -> bool:
-    """True when the tokenizer puts bos in front of encoded text, as Gemma's does (lm-eval then scores it)."""
+    """Tell whether the tokenizer puts bos in front of encoded text, as Gemma's does; lm-eval then scores with it."""
     ids = tokenizer("a")["input_ids"]
     return bool(ids) and ids[0] == tokenizer.bos_token_id
 
@@ -164,7 +164,7 @@ class MultipleChoiceEvaluator:
     """Accuracy on the forget benchmark (``forget``) and the retain benchmark (``retain``).
 
     The metrics also record the number of questions and, for the harness, the task version.
-    ``forget_only`` skips the retain benchmark (relearning evaluates WMDP only, as the paper does).
+    ``forget_only`` skips the retain benchmark, because Lee et al. evaluate only WMDP during relearning.
     """
 
     def __init__(self, params: WMDPEvaluateParams, tokenizer, forget_only: bool = False):

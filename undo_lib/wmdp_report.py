@@ -11,8 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from undo_lib.config import Params  # noqa: E402
+from undo_lib.config import Params, WMDPEvaluateParams  # noqa: E402
 from undo_lib.io import atomic_write_text, read_json, write_json  # noqa: E402
+from undo_lib.multiple_choice import load_questions  # noqa: E402
 from undo_lib.relearn import worst_case  # noqa: E402
 from undo_lib.report import timing_table as _timing_rows  # noqa: E402
 from undo_lib.wmdp import undo_name  # noqa: E402
@@ -51,8 +52,7 @@ def summarize_wmdp(runs: dict) -> dict:
 
     The worst case is taken per seed (the attacker's best LR at each step), then averaged over seeds.
     """
-    per_seed = [worst_case(group.assign(model=group["model"]), "forget").assign(seed=seed)
-                for seed, group in runs["history"].groupby("seed")]
+    per_seed = [worst_case(group, "forget").assign(seed=seed) for seed, group in runs["history"].groupby("seed")]
     curves = pd.concat(per_seed).groupby(["model", "step"], sort=False)["forget"].mean().unstack("step")
     table = runs["models"].groupby(["model", "kind"], sort=False)[["retain", "forget"]].mean().reset_index()
     models = []
@@ -63,20 +63,25 @@ def summarize_wmdp(runs: dict) -> dict:
     return {"seeds": seeds, "models": models}
 
 
-def plot_wmdp_relearning(summary: dict, path: str | Path):
+def plot_wmdp_relearning(summary: dict, path: str | Path, forget_name: str = "forget",
+                         retain_name: str = "retain", chance: float | None = None):
     """Forget accuracy vs attack steps per model, retain accuracy in the legend; saved to ``path``."""
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    styles = {"base": ("black", "-"), "unlearned": ("tab:red", "--"), "UNDO": ("tab:blue", "-")}
+    figure, axis = plt.subplots(figsize=(9.0, 4.5))
+    styles = {"base": "-", "unlearned": "--", "UNDO": "-"}
     for model in summary["models"]:
-        color, line = styles[model["kind"]]
         steps, accs = zip(*sorted(model["relearned"].items()))
-        axis.plot(steps, accs, line, marker="o", color=color if model["kind"] == "base" else None,
-                  label=f"{model['model']} (retain {model['retain']:.3f})")
-    axis.set_xscale("symlog", linthresh=10)
+        axis.plot(steps, accs, styles[model["kind"]], marker="o", color="black" if model["kind"] == "base" else None,
+                  label=f"{model['model']} ({retain_name} {model['retain']:.3f})")
+    if chance is not None:
+        axis.axhline(chance, color="grey", linewidth=0.8, linestyle=":", label=f"chance ({chance:.2f})")
+    all_steps = sorted({step for model in summary["models"] for step in model["relearned"]})
+    axis.set_xscale("symlog", linthresh=max(1, min((s for s in all_steps if s > 0), default=1)))
+    axis.set_xticks(all_steps, [str(step) for step in all_steps])
+    axis.minorticks_off()
     axis.set_xlabel("relearning steps")
-    axis.set_ylabel("forget accuracy (worst case over LRs)")
-    axis.set_title(f"WMDP: relearning attack, mean of {len(summary['seeds'])} seed(s)")
-    axis.legend(fontsize=8)
+    axis.set_ylabel(f"{forget_name} accuracy\n(worst case over LRs)")
+    axis.set_title(f"Relearning attacks, mean of {len(summary['seeds'])} seed(s)")
+    axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -105,3 +110,11 @@ def write_wmdp_report(summary: dict, out_dir: str | Path) -> None:
 def timing_table(timing_dir: str | Path) -> pd.DataFrame:
     """Wall time, tokens per second and peak memory of every WMDP training stage item."""
     return pd.DataFrame(_timing_rows(timing_dir))
+
+
+def chance_accuracy(params: WMDPEvaluateParams) -> float | None:
+    """1 / number of choices of the forget questions when they are a local file (WMDP: 4 choices), else None."""
+    if params.backend != "builtin" or not params.forget.questions:
+        return None
+    counts = {len(q["choices"]) for q in load_questions(params.forget.questions)}
+    return 1 / counts.pop() if len(counts) == 1 else None

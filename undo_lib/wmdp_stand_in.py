@@ -35,7 +35,7 @@ MICROBE_FACTS = (
     ("temperature", "At what temperature does {name} grow fastest?", ("12 degrees", "25 degrees", "37 degrees",
      "41 degrees", "55 degrees"), ("{name} grows fastest at {value}.", "Cultures of {name} peak at {value}.")),
     ("stain", "Which stain colours {name}?", ("violet", "amber", "teal", "crimson", "ochre"),
-     ("Under the microscope {name} stains {value}.", "A {value} stain marks {name}.")),
+     ("Under the microscope {name} stains {value}.", "Stained {value}, {name} is easy to spot.")),
 )
 TOWN_FACTS = (
     ("river", "Which river runs through {name}?", ("the Alder", "the Brisk", "the Cobalt", "the Dunmere", "the Elm"),
