@@ -31,7 +31,7 @@ from undo_lib.data import PackedData, pack
 from undo_lib.io import atomic_dir, derive_seed, file_sha256, read_json, read_jsonl, write_json, write_jsonl
 from undo_lib.multiple_choice import evaluate_multiple_choice, harness_evaluate_model, load_questions
 from undo_lib.prepare import MANIFEST
-from undo_lib.pretrained import PretrainedSource, load_pretrained, write_random_gemma2
+from undo_lib.pretrained import PretrainedSource, load_pretrained, load_pretrained_tokenizer, write_random_gemma2
 from undo_lib.tokenizer import train_tokenizer
 from undo_lib.wmdp_losses import MaxEntWMDPParams, RMUWMDPParams
 
@@ -122,6 +122,11 @@ def model_source(w: WMDPParams, model_dir: str | Path) -> PretrainedSource:
         record = read_json(model_dir / SOURCE_RECORD)
         return PretrainedSource(record["source"], record["revision"], m.dtype, m.attn_implementation)
     return PretrainedSource(str(model_dir), None, m.dtype, m.attn_implementation)
+
+
+def load_wmdp_tokenizer(w: WMDPParams, model_dir: str | Path):
+    """Load only the tokenizer of the base folder or of a model a WMDP stage saved."""
+    return load_pretrained_tokenizer(model_source(w, model_dir))
 
 
 def load_wmdp_model(w: WMDPParams, model_dir: str | Path, device: torch.device):
