@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,7 +40,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 
 from undo_lib.config import TrainParams
-from undo_lib.train import EvalFn, LossFn, StopFn, TrainResult, train
+from undo_lib.train import DivergenceError, EvalFn, LossFn, StopFn, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -350,3 +351,129 @@ def launch(function: Callable, args: tuple = (), num_processes: int = 1) -> None
         return
     logger.info("starting %d CPU processes (gloo)", num_processes)
     debug_launcher(_WithFreshAcceleratorState(function), args=args, num_processes=num_processes)
+
+
+def run_training(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    batches: Iterator[dict],
+    params: TrainParams,
+    flops_per_token: float,
+    evaluate: EvalFn | None = None,
+    should_stop: StopFn | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_key: str = "",
+    initial_metrics: dict | None = None,
+    num_processes: int = 1,
+) -> TrainResult:
+    """Train ``model`` in place in this process or in ``num_processes`` data-parallel CPU processes.
+
+    With ``num_processes`` 1 this calls ``undo_lib.train.train`` with the same arguments and returns
+    its result, so the weights and history are bitwise those of ``train``. With N > 1, ``launch``
+    forks N processes that each call ``train_distributed`` on their copy of the arguments. Process 0
+    writes the trained weights and the combined ``TrainResult`` to a temporary file. This process
+    then loads the weights into ``model``, puts it in eval mode as ``train`` does, and returns the result.
+
+    The forked processes inherit every argument through fork, without pickling. That includes the
+    model with its ``requires_grad`` flags (RMU's frozen layers) and the modules a loss function
+    contains (a distillation teacher, a frozen reference copy). It also includes the batch iterator,
+    the evaluator and the stop rule. Each process keeps the thread count of this process, and only
+    process 0 logs at INFO level.
+
+    Tested with 2 CPU processes and gloo (tests/test_distributed.py). GPUs are rejected: a process
+    must not fork after CUDA is initialised, and the modules held by a loss function would need moving
+    to each process's device. For several GPUs, call ``train_distributed`` in a script started with
+    ``accelerate launch``.
+
+    Args:
+        model, loss_fn, batches, params, flops_per_token, evaluate, should_stop, checkpoint_dir,
+        checkpoint_key, initial_metrics: as for ``train``. With N > 1, ``params.batch_size`` must be a
+            multiple of N, and ``checkpoint_every`` must be 0 when ``checkpoint_dir`` is given.
+        num_processes: 1 trains here; N > 1 forks N CPU processes.
+
+    Raises:
+        ValueError: ``num_processes`` < 1, or with N > 1 a model off the CPU, CUDA already
+            initialised, checkpoints requested, or a batch size that N does not divide.
+        DivergenceError: training diverged in a process (the error of the lowest such rank).
+        torch.multiprocessing.ProcessRaisedException: a process raised another error.
+    """
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if num_processes == 1:
+        return train(model, loss_fn, batches, params, flops_per_token, evaluate, should_stop, checkpoint_dir,
+                     checkpoint_key, initial_metrics)
+    _check_forkable(model, params, num_processes, checkpoint_dir)
+    arguments = {"model": model, "loss_fn": loss_fn, "batches": batches, "params": params,
+                 "flops_per_token": flops_per_token, "evaluate": evaluate, "should_stop": should_stop,
+                 "checkpoint_dir": checkpoint_dir, "checkpoint_key": checkpoint_key,
+                 "initial_metrics": initial_metrics}
+    with tempfile.TemporaryDirectory(prefix="undo-training-") as folder:
+        worker = _TrainingWorker(arguments, Path(folder), torch.get_num_threads())
+        try:
+            launch(worker, (), num_processes)
+        except torch.multiprocessing.ProcessRaisedException:
+            _raise_saved_divergence(Path(folder))
+            raise
+        return _load_trained(model, Path(folder) / _OUTCOME_FILE)
+
+
+_OUTCOME_FILE = "rank0.pt"
+
+
+def _check_forkable(model: torch.nn.Module, params: TrainParams, processes: int, checkpoint_dir) -> None:
+    """Reject what ``run_training`` cannot run in forked CPU processes, before any process starts."""
+    devices = {parameter.device.type for parameter in model.parameters()}
+    if devices != {"cpu"} or torch.cuda.is_initialized():
+        raise ValueError(f"num_processes={processes} forks CPU training processes, but the model is on "
+                         f"{sorted(devices)} and CUDA initialised={torch.cuda.is_initialized()}. A process must "
+                         "not fork after CUDA is initialised. Set shared.device: cpu, or shared.num_processes: 1 "
+                         "to train on one GPU. For several GPUs, call train_distributed in a script started "
+                         "with accelerate launch.")
+    if params.batch_size % processes != 0:
+        raise ValueError(f"batch_size={params.batch_size} is not a multiple of the {processes} processes. "
+                         f"Set the stage's train.batch_size to a multiple of {processes}.")
+    if checkpoint_dir is not None and params.checkpoint_every > 0:
+        raise ValueError(f"checkpoint_every={params.checkpoint_every} is not supported with {processes} "
+                         "processes, because every process would write and resume the same checkpoint folder. "
+                         "Set the stage's train.checkpoint_every: 0, or shared.num_processes: 1.")
+
+
+class _TrainingWorker:
+    """One process of ``run_training``: ``train_distributed``, then process 0 saves the outcome."""
+
+    def __init__(self, arguments: dict, folder: Path, threads: int):
+        self.arguments = arguments
+        self.folder = folder
+        self.threads = threads
+
+    def __call__(self) -> None:
+        accelerator = Accelerator()
+        # On CPU, accelerate sets the thread count to cores / processes; keep the stage's setting
+        torch.set_num_threads(self.threads)
+        rank = accelerator.process_index
+        if rank != 0:
+            logging.getLogger("undo_lib").setLevel(logging.WARNING)
+        try:
+            result = train_distributed(**self.arguments, accelerator=accelerator)
+        except DivergenceError as err:
+            torch.save(err, self.folder / f"divergence-rank{rank}.pt")
+            raise
+        if accelerator.is_main_process:
+            trained = {"state_dict": self.arguments["model"].state_dict(), "result": result}
+            torch.save(trained, self.folder / _OUTCOME_FILE)
+
+
+def _raise_saved_divergence(folder: Path) -> None:
+    """Re-raise the DivergenceError of the lowest rank that saved one, if any did."""
+    saved = sorted(folder.glob("divergence-rank*.pt"), key=lambda path: int(path.stem.removeprefix("divergence-rank")))
+    if saved:
+        # NOTE: the history of a saved error contains that process's own rows. Its tokens count
+        # batch_size / N rows per micro-batch, and its loss is that of its slice only.
+        raise torch.load(saved[0], weights_only=False)
+
+
+def _load_trained(model: torch.nn.Module, path: Path) -> TrainResult:
+    trained = torch.load(path, weights_only=False)
+    model.load_state_dict(trained["state_dict"])
+    model.eval()
+    return trained["result"]
