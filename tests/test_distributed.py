@@ -129,6 +129,18 @@ def _mismatched_logs_worker(model_params) -> None:
     train_distributed(model, loss_fn, _train_batches(), _params(steps=1, eval_every=0), FLOPS_PER_TOKEN)
 
 
+def _submodule_loss_worker(model_params) -> None:
+    """Train in each launched process with a loss that calls the decoder submodule of the model."""
+    torch.set_num_threads(1)
+
+    def loss_fn(model, batch):
+        hidden = model.model(input_ids=batch["input_ids"]).last_hidden_state
+        return hidden.pow(2).mean(), {}
+
+    model = build_model(model_params, VOCAB, seed=0)
+    train_distributed(model, loss_fn, _train_batches(), _params(steps=1, eval_every=0), FLOPS_PER_TOKEN)
+
+
 # shard_batch and ShardedBatches
 
 
@@ -256,6 +268,12 @@ def test_one_process_equals_train(tiny_model_params):
 def test_mismatched_loss_logs_rejected(tiny_model_params):
     with pytest.raises(torch.multiprocessing.ProcessRaisedException, match=r"different columns on processes \[1\]"):
         launch(_mismatched_logs_worker, (tiny_model_params,), num_processes=PROCESSES)
+
+
+def test_loss_calling_submodule_rejected(tiny_model_params):
+    with pytest.raises(torch.multiprocessing.ProcessRaisedException,
+                       match=r"(?s)bypass DDP's gradient averaging.*shared.num_processes: 1"):
+        launch(_submodule_loss_worker, (tiny_model_params,), num_processes=PROCESSES)
 
 
 # train_distributed: two processes against one

@@ -303,6 +303,13 @@ def _train_data_parallel(model, loss_fn: LossFn, batches: Iterator[dict], params
     try:
         result = train(wrapped, loss_fn, ShardedBatches(batches, rank, processes), params, flops_per_token,
                        rank_zero_evaluate, rank_zero_stop, initial_metrics=initial_metrics)
+    except AttributeError as err:
+        if "'DistributedDataParallel' object has no attribute" not in str(err):
+            raise
+        raise TypeError(f"the loss function read an attribute of the model that the DDP wrapper lacks ({err}). "
+                        "A loss that calls a submodule such as model.model directly would bypass DDP's gradient "
+                        "averaging. The RMU and RepNoise unlearning losses do this, so train them with "
+                        "shared.num_processes: 1.") from err
     finally:
         if checkpointed:
             model.activation_checkpointing_disable()
