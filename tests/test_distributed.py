@@ -8,12 +8,13 @@ import pytest
 import torch
 from accelerate.utils import DistributedType
 
-from undo_lib.config import TrainParams
-from undo_lib.data import PackedData, batches
+from undo_lib.config import RMUParams, TrainParams
+from undo_lib.data import PackedData, batches, paired_batches
 from undo_lib.distill import make_distill_loss
 from undo_lib.distributed import ShardedBatches, launch, run_training, shard_batch, train_distributed
 from undo_lib.evaluate import text_ce
 from undo_lib.losses import lm_loss
+from undo_lib.methods import make_loss
 from undo_lib.model import build_model
 from undo_lib.train import DivergenceError, train
 
@@ -389,6 +390,15 @@ def _run_distillation(train_fn, model_params, **kwargs) -> dict:
     return {k: v.detach().clone() for k, v in student.state_dict().items()}
 
 
+def _run_rmu(train_fn, model_params, **kwargs) -> dict:
+    """Unlearn with RMU (one trained down_proj, a retain term) and return the weights."""
+    model = build_model(model_params, VOCAB, seed=0)
+    loss_fn = make_loss("RMU", model, RMUParams(layers=(0,), hidden_layer=1, retain_weight=1.0), seed=4)
+    pairs = paired_batches(_packed(sequences=32, seed=5), _packed(sequences=32, seed=6), BATCH_SIZE, seed=2)
+    train_fn(model, loss_fn, pairs, _params(steps=4, eval_every=0), FLOPS_PER_TOKEN, **kwargs)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def _nan_loss(model, batch):
     loss, logs = lm_loss(model, batch)
     return loss * float("nan"), logs
@@ -433,6 +443,14 @@ def test_run_training_distillation_two_processes(tiny_model_params):
     expected = _run_distillation(train, tiny_model_params)
 
     actual = _run_distillation(run_training, tiny_model_params, num_processes=PROCESSES)
+
+    _assert_weights_close(actual, expected)
+
+
+def test_run_training_rmu_two_processes(tiny_model_params):
+    expected = _run_rmu(train, tiny_model_params)
+
+    actual = _run_rmu(run_training, tiny_model_params, num_processes=PROCESSES)
 
     _assert_weights_close(actual, expected)
 

@@ -308,8 +308,8 @@ def _train_data_parallel(model, loss_fn: LossFn, batches: Iterator[dict], params
             raise
         raise TypeError(f"the loss function read an attribute of the model that the DDP wrapper lacks ({err}). "
                         "A loss that calls a submodule such as model.model directly would bypass DDP's gradient "
-                        "averaging. The RMU and RepNoise unlearning losses do this, so train them with "
-                        "shared.num_processes: 1.") from err
+                        "averaging. The RepNoise unlearning loss does this (its logit lens and MLP hooks), so train it "
+                        "with shared.num_processes: 1.") from err
     finally:
         if checkpointed:
             model.activation_checkpointing_disable()

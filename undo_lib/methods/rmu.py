@@ -45,8 +45,12 @@ def freeze_except_down_proj(model, layers: tuple[int, ...]) -> None:
 def hidden_state(model, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
     """Return ``hidden_states[layer]`` [batch, seq, hidden] of the decoder (0: embeddings, i: after layer i - 1).
 
-    The decoder runs without the LM head, because RMU needs no logits.
+    The decoder runs without the LM head, because RMU needs no logits. A model wrapped in
+    DistributedDataParallel runs whole, LM head included, because a forward pass that bypasses the
+    wrapper would skip DDP's gradient averaging.
     """
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model(input_ids=input_ids, output_hidden_states=True).hidden_states[layer]
     return model.model(input_ids=input_ids, output_hidden_states=True).hidden_states[layer]
 
 
