@@ -11,7 +11,8 @@ from accelerate.utils import DistributedType
 from undo_lib.config import RMUParams, TrainParams
 from undo_lib.data import PackedData, batches, paired_batches
 from undo_lib.distill import make_distill_loss
-from undo_lib.distributed import ShardedBatches, launch, run_training, shard_batch, train_distributed
+from undo_lib.distributed import (DISTRIBUTED, ShardedBatches, launch, run_training, shard_batch,
+                                  train_distributed)
 from undo_lib.evaluate import text_ce
 from undo_lib.losses import lm_loss
 from undo_lib.methods import make_loss
@@ -248,6 +249,18 @@ def test_train_distributed_rejects(tiny_model_params, tmp_path, params, accelera
                           accelerator=accelerator)
 
 
+@pytest.mark.parametrize("params, distributed, message", [
+    (_params(), "zero", r"distributed='zero' is invalid; expected one of \['ddp', 'fsdp'\]"),
+    (_params(sam_rho=0.05), "fsdp", "sam_rho=0.05 is not supported with distributed='fsdp'"),
+], ids=["unknown", "SAM with FSDP"])
+def test_train_distributed_rejects_strategy(tiny_model_params, params, distributed, message):
+    model = build_model(tiny_model_params, VOCAB, seed=0)
+
+    with pytest.raises(ValueError, match=message):
+        train_distributed(model, lm_loss, _train_batches(), params, FLOPS_PER_TOKEN, accelerator=_fake_accelerator(),
+                          distributed=distributed)
+
+
 def test_launch_rejects_zero_processes():
     with pytest.raises(ValueError, match="num_processes must be >= 1, got 0"):
         launch(print, (), num_processes=0)
@@ -404,9 +417,9 @@ def _nan_loss(model, batch):
     return loss * float("nan"), logs
 
 
-@pytest.fixture(scope="module")
-def run_training_two_processes(tiny_model_params) -> dict:
-    return _run(run_training, tiny_model_params, _params(), num_processes=PROCESSES)
+@pytest.fixture(scope="module", params=DISTRIBUTED)
+def run_training_two_processes(request, tiny_model_params) -> dict:
+    return _run(run_training, tiny_model_params, _params(), num_processes=PROCESSES, distributed=request.param)
 
 
 def test_run_training_one_process_is_train(tiny_model_params, one_process):
@@ -439,18 +452,20 @@ def test_run_training_parent_model_state(run_training_two_processes):
     assert run_training_two_processes["evaluate_calls"] == []  # the evaluator ran in process 0's copy
 
 
-def test_run_training_distillation_two_processes(tiny_model_params):
+@pytest.mark.parametrize("distributed", DISTRIBUTED)
+def test_run_training_distillation_two_processes(tiny_model_params, distributed):
     expected = _run_distillation(train, tiny_model_params)
 
-    actual = _run_distillation(run_training, tiny_model_params, num_processes=PROCESSES)
+    actual = _run_distillation(run_training, tiny_model_params, num_processes=PROCESSES, distributed=distributed)
 
     _assert_weights_close(actual, expected)
 
 
-def test_run_training_rmu_two_processes(tiny_model_params):
+@pytest.mark.parametrize("distributed", DISTRIBUTED)
+def test_run_training_rmu_two_processes(tiny_model_params, distributed):
     expected = _run_rmu(train, tiny_model_params)
 
-    actual = _run_rmu(run_training, tiny_model_params, num_processes=PROCESSES)
+    actual = _run_rmu(run_training, tiny_model_params, num_processes=PROCESSES, distributed=distributed)
 
     _assert_weights_close(actual, expected)
 

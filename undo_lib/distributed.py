@@ -39,6 +39,9 @@ import torch
 from accelerate import Accelerator, debug_launcher
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 
 from undo_lib.config import TrainParams
 from undo_lib.train import DivergenceError, EvalFn, LossFn, StopFn, TrainResult, train
@@ -52,6 +55,9 @@ _SHARED_COLUMNS = frozenset({"step", "lr", "grad_norm", "tokens", "flops"})
 # Backends that shard the weights: a forward pass on process 0 alone would wait for the other
 # processes' shards, so rank-0 evaluation cannot work with them.
 _SHARDED_TYPES = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+
+# Values of train_distributed's ``distributed`` argument and of shared.distributed
+DISTRIBUTED = ("ddp", "fsdp")
 
 
 def shard_batch(batch: dict, rank: int, world_size: int) -> dict:
@@ -154,6 +160,23 @@ class _RankZeroEvaluation:
         return metrics
 
 
+class _EveryProcessEvaluation:
+    """``evaluate`` run on every process with the FSDP-sharded model, with process 0's metrics broadcast.
+
+    Each forward pass of a sharded model gathers the weights from all processes, so every process
+    must evaluate. They compute the same metrics, and the broadcast makes the histories identical.
+    """
+
+    def __init__(self, evaluate: EvalFn, accelerator: Accelerator):
+        self.evaluate = evaluate
+        self.metric_names: set[str] = set()
+
+    def __call__(self, model: torch.nn.Module) -> dict:
+        metrics = broadcast_object_list([self.evaluate(model)], from_process=0)[0]
+        self.metric_names.update(metrics)
+        return metrics
+
+
 class _RankZeroStopRule:
     """``should_stop`` decided on process 0 and broadcast, so every process ends at the same step."""
 
@@ -205,18 +228,22 @@ def _combine_processes(result: TrainResult, accelerator: Accelerator, metric_nam
     return result
 
 
-def _check_supported(params: TrainParams, accelerator: Accelerator, checkpoint_dir) -> None:
+def _check_supported(params: TrainParams, accelerator: Accelerator, checkpoint_dir, distributed: str) -> None:
     """Reject settings that this data-parallel path does not support, before any training runs."""
     processes = accelerator.num_processes
+    if distributed not in DISTRIBUTED:
+        raise ValueError(f"distributed={distributed!r} is invalid; expected one of {list(DISTRIBUTED)}.")
+    if distributed == "fsdp" and params.sam_rho > 0:
+        raise ValueError(f"sam_rho={params.sam_rho} is not supported with distributed='fsdp', because SAM's "
+                         "gradient norm over sharded gradients is untested. Use distributed='ddp' or one process.")
     if accelerator.mixed_precision != "no":
         raise ValueError(f"the Accelerator has mixed_precision={accelerator.mixed_precision!r}, which would add "
                          "a second autocast around the training loop's own. Create it with "
                          "mixed_precision='no' and set the stage's train.precision: bf16 instead.")
     if accelerator.distributed_type in _SHARDED_TYPES:
-        raise ValueError(f"distributed_type={accelerator.distributed_type.value} is not supported: it shards the "
-                         "weights, but evaluation runs on process 0 alone, and the training loop clips and "
-                         "saves full local weights and gradients. Use plain data parallelism (DDP), the "
-                         "default of accelerate launch.")
+        raise ValueError(f"distributed_type={accelerator.distributed_type.value} is not supported: accelerate's "
+                         "plugin would wrap the model for its own loop. Launch plain data parallelism (the "
+                         "default of accelerate launch) and pass distributed='fsdp' to shard the weights.")
     if params.batch_size % processes != 0:
         raise ValueError(f"batch_size={params.batch_size} is not a multiple of the {processes} processes, "
                          f"and each process trains on batch_size / {processes} rows of every micro-batch. "
@@ -240,6 +267,7 @@ def train_distributed(
     checkpoint_key: str = "",
     initial_metrics: dict | None = None,
     accelerator: Accelerator | None = None,
+    distributed: str = "ddp",
 ) -> TrainResult:
     """Train ``model`` in place with ``undo_lib.train.train`` on every process of the current launch.
 
@@ -262,27 +290,32 @@ def train_distributed(
         accelerator: an ``accelerate.Accelerator`` with ``mixed_precision='no'``, for DDP or
             process-group options; by default ``Accelerator()``. Everything it has prepared is released
             when training ends.
+        distributed: ``"ddp"`` keeps a full copy of the weights on every process (DDP); ``"fsdp"``
+            shards them with PyTorch's FSDP2 ``fully_shard`` (each decoder layer, then the whole
+            model). With ``"fsdp"``, ``evaluate`` runs on every process with the sharded model, SAM is
+            rejected, and ``model`` stays sharded afterwards: call ``full_state_dict`` on every
+            process to gather its weights. Ignored with one process.
 
     Returns:
         The same TrainResult on every process. ``tokens``, ``flops`` and the history's ``tokens`` and
         ``flops`` count all processes, and the history's loss and loss logs are averaged over them.
     """
     accelerator = accelerator if accelerator is not None else Accelerator()
-    _check_supported(params, accelerator, checkpoint_dir)
+    _check_supported(params, accelerator, checkpoint_dir, distributed)
     try:
         if accelerator.num_processes == 1:
             return train(accelerator.prepare_model(model), loss_fn, batches, params, flops_per_token, evaluate,
                          should_stop, checkpoint_dir, checkpoint_key, initial_metrics)
         return _train_data_parallel(model, loss_fn, batches, params, flops_per_token, evaluate, should_stop,
-                                    initial_metrics, accelerator)
+                                    initial_metrics, accelerator, distributed)
     finally:
         accelerator.free_memory()
 
 
 def _train_data_parallel(model, loss_fn: LossFn, batches: Iterator[dict], params: TrainParams,
                          flops_per_token: float, evaluate: EvalFn | None, should_stop: StopFn | None,
-                         initial_metrics: dict | None, accelerator: Accelerator) -> TrainResult:
-    """Run ``train`` on this process's rows with the DDP-wrapped model and combine the processes' counters."""
+                         initial_metrics: dict | None, accelerator: Accelerator, distributed: str) -> TrainResult:
+    """Run ``train`` on this process's rows with the wrapped model and combine the processes' counters."""
     # The loop would call gradient_checkpointing_enable on the DDP wrapper, which lacks it, so the
     # model gets it here, before wrapping, and the loop gets params with the option off. The loop's call
     # is the transformers 5 alias of activation_checkpointing_enable, with the same non-reentrant recomputation.
@@ -290,15 +323,15 @@ def _train_data_parallel(model, loss_fn: LossFn, batches: Iterator[dict], params
     if checkpointed:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         params = dataclasses.replace(params, gradient_checkpointing=False)
-    wrapped = accelerator.prepare_model(model)
-    if not isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
-        raise TypeError(f"accelerate wrapped the model in {type(wrapped).__name__}, but this path needs "
-                        "DistributedDataParallel. Launch without FSDP, DeepSpeed or Megatron-LM.")
+    if distributed == "fsdp":
+        wrapped, evaluation = _shard_model(model, accelerator), _EveryProcessEvaluation
+    else:
+        wrapped, evaluation = _wrap_ddp(model, accelerator), _RankZeroEvaluation
 
     rank, processes = accelerator.process_index, accelerator.num_processes
     logger.info("process %d of %d trains on %d of every %d rows", rank, processes,
                 params.batch_size // processes, params.batch_size)
-    rank_zero_evaluate = _RankZeroEvaluation(evaluate, accelerator) if evaluate is not None else None
+    rank_zero_evaluate = evaluation(evaluate, accelerator) if evaluate is not None else None
     rank_zero_stop = _RankZeroStopRule(should_stop, accelerator) if should_stop is not None else None
     metric_names = set(initial_metrics or {})
     try:
@@ -317,6 +350,32 @@ def _train_data_parallel(model, loss_fn: LossFn, batches: Iterator[dict], params
     if rank_zero_evaluate is not None:
         metric_names |= rank_zero_evaluate.metric_names
     return _combine_processes(result, accelerator, metric_names, flops_per_token)
+
+
+def _wrap_ddp(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
+    wrapped = accelerator.prepare_model(model)
+    if not isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+        raise TypeError(f"accelerate wrapped the model in {type(wrapped).__name__}, but this path needs "
+                        "DistributedDataParallel. Launch without FSDP, DeepSpeed or Megatron-LM.")
+    return wrapped
+
+
+def _shard_model(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
+    """Shard ``model`` in place with FSDP2: each decoder layer is one unit, the remaining weights another."""
+    mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
+    decoder = getattr(model, "model", None)
+    for layer in getattr(decoder, "layers", []):
+        fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Return ``model.state_dict()`` with every FSDP-sharded tensor gathered in full.
+
+    Gathering is a collective, so with a sharded model call it on every process.
+    """
+    return {name: value.full_tensor() if isinstance(value, DTensor) else value
+            for name, value in model.state_dict().items()}
 
 
 class _WithFreshAcceleratorState:
@@ -373,6 +432,7 @@ def run_training(
     checkpoint_key: str = "",
     initial_metrics: dict | None = None,
     num_processes: int = 1,
+    distributed: str = "ddp",
 ) -> TrainResult:
     """Train ``model`` in place in this process or in ``num_processes`` data-parallel CPU processes.
 
@@ -398,6 +458,7 @@ def run_training(
         checkpoint_key, initial_metrics: as for ``train``. With N > 1, ``params.batch_size`` must be a
             multiple of N, and ``checkpoint_every`` must be 0 when ``checkpoint_dir`` is given.
         num_processes: 1 trains here; N > 1 forks N CPU processes.
+        distributed: with N > 1, ``"ddp"`` or ``"fsdp"`` (see ``train_distributed``).
 
     Raises:
         ValueError: ``num_processes`` < 1, or with N > 1 a model off the CPU, CUDA already
@@ -414,7 +475,7 @@ def run_training(
     arguments = {"model": model, "loss_fn": loss_fn, "batches": batches, "params": params,
                  "flops_per_token": flops_per_token, "evaluate": evaluate, "should_stop": should_stop,
                  "checkpoint_dir": checkpoint_dir, "checkpoint_key": checkpoint_key,
-                 "initial_metrics": initial_metrics}
+                 "initial_metrics": initial_metrics, "distributed": distributed}
     with tempfile.TemporaryDirectory(prefix="undo-training-") as folder:
         worker = _TrainingWorker(arguments, Path(folder), torch.get_num_threads())
         try:
@@ -466,9 +527,9 @@ class _TrainingWorker:
         except DivergenceError as err:
             torch.save(err, self.folder / f"divergence-rank{rank}.pt")
             raise
+        state_dict = full_state_dict(self.arguments["model"])
         if accelerator.is_main_process:
-            trained = {"state_dict": self.arguments["model"].state_dict(), "result": result}
-            torch.save(trained, self.folder / _OUTCOME_FILE)
+            torch.save({"state_dict": state_dict, "result": result}, self.folder / _OUTCOME_FILE)
 
 
 def _raise_saved_divergence(folder: Path) -> None:

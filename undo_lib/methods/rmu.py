@@ -13,6 +13,7 @@ import copy
 import logging
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 from undo_lib.config import RMUParams
 
@@ -46,10 +47,10 @@ def hidden_state(model, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
     """Return ``hidden_states[layer]`` [batch, seq, hidden] of the decoder (0: embeddings, i: after layer i - 1).
 
     The decoder runs without the LM head, because RMU needs no logits. A model wrapped in
-    DistributedDataParallel runs whole, LM head included, because a forward pass that bypasses the
-    wrapper would skip DDP's gradient averaging.
+    DistributedDataParallel or sharded by FSDP runs whole, LM head included, because a forward pass
+    that bypasses the wrapper or the root FSDP unit would skip the gradient averaging or the weight gathering.
     """
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+    if isinstance(model, (torch.nn.parallel.DistributedDataParallel, FSDPModule)):
         return model(input_ids=input_ids, output_hidden_states=True).hidden_states[layer]
     return model.model(input_ids=input_ids, output_hidden_states=True).hidden_states[layer]
 
