@@ -104,6 +104,7 @@ MALFORMED_CASES = [
     ("threads-negative", "shared.torch_threads", -2, "shared.torch_threads", "-2"),
     ("check-memory-word", "shared.check_memory", "yes", "shared.check_memory", "'yes'"),
     ("processes-zero", "shared.num_processes", 0, "shared.num_processes", "0"),
+    ("distributed-unknown", "shared.distributed", "deepspeed", "shared.distributed", "'deepspeed'"),
     # Settings without the data a stage needs
     ("no-forget-data", "data.arithmetic.unlearn_documents", 0, "data.arithmetic.unlearn_documents", "0"),
     ("no-relearn-data", "data.arithmetic.relearn_documents", 0, "data.arithmetic.relearn_documents", "0"),

@@ -46,6 +46,9 @@ class SharedParams:
     # Processes of each training stage: 1 trains in the notebook's process. N > 1 runs N data-parallel
     # processes (DDP) through accelerate, forked on CPU with the gloo backend (undo_lib.distributed)
     num_processes: int = 1
+    # With num_processes > 1: ddp keeps a full copy of the weights in every process; fsdp shards them
+    # (PyTorch FSDP2), and each process then evaluates too. Ignored with one process
+    distributed: Literal["ddp", "fsdp"] = "ddp"
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ FIGURES = RELEARN + ("experiments", "plots", "report")
 # The shared keys that can change a stage's results. shared.seeds sets the seeds of the matrix
 # stages, shared.settings only lists the settings that params.yaml must configure (dvc.yaml always
 # has both), and shared.check_memory only stops a stage before it computes anything.
-SHARED = ["shared.seed", "shared.device", "shared.torch_threads", "shared.tf32", "shared.num_processes"]
+SHARED = ["shared.seed", "shared.device", "shared.torch_threads", "shared.tf32", "shared.num_processes",
+          "shared.distributed"]
 
 
 def _sweep_keys(section: str) -> list[str]:

@@ -28,17 +28,18 @@ def attack_params(params: TrainParams, lr: float) -> TrainParams:
 
 def run_attack(model, loss_fn, batches, params: TrainParams, lr: float, flops_per_token: float, evaluate,
                checkpoint_dir=None, checkpoint_key: str = "", initial_metrics: dict | None = None,
-               num_processes: int = 1):
+               num_processes: int = 1, distributed: str = "ddp"):
     """Run one attack at ``lr``; returns (history rows, diverged flag, TrainResult or None).
 
     ``checkpoint_dir``, ``checkpoint_key``, ``initial_metrics`` (the metrics of the weights before
-    the attack, when an attack at another LR has measured them) and ``num_processes`` are passed to
-    ``undo_lib.distributed.run_training``.
+    the attack, when an attack at another LR has measured them), ``num_processes`` and ``distributed``
+    are passed to ``undo_lib.distributed.run_training``.
     """
     try:
         result = run_training(model, loss_fn, batches, attack_params(params, lr), flops_per_token, evaluate,
                               checkpoint_dir=checkpoint_dir, checkpoint_key=checkpoint_key,
-                              initial_metrics=initial_metrics, num_processes=num_processes)
+                              initial_metrics=initial_metrics, num_processes=num_processes,
+                              distributed=distributed)
     except DivergenceError as err:
         logger.warning("attack at lr=%g diverged at step %d; recording it as diverged", lr, err.step)
         before = [dict(row, lr=lr, diverged=False) for row in err.history if "forget" in row]
