@@ -44,10 +44,10 @@ class SharedParams:
     tf32: bool = False  # CUDA only: TF32 matmuls and convolutions (faster, about 3 fewer significant digits)
     check_memory: bool = True  # stop a training stage early when its estimated peak memory exceeds what is free
     # Processes of each training stage: 1 trains in the notebook's process. N > 1 runs N data-parallel
-    # processes (DDP) through accelerate, forked on CPU with the gloo backend (undo_lib.distributed)
+    # processes through accelerate, forked on CPU with the gloo backend (undo_lib.distributed)
     num_processes: int = 1
-    # With num_processes > 1: ddp keeps a full copy of the weights in every process; fsdp shards them
-    # (PyTorch FSDP2), and each process then evaluates too. Ignored with one process
+    # With num_processes > 1, ddp keeps a full copy of the weights in every process. fsdp shards them
+    # (PyTorch FSDP2), so every process also evaluates. Ignored with one process
     distributed: Literal["ddp", "fsdp"] = "ddp"
 
 

@@ -5,6 +5,8 @@ on its own contiguous slice of rows (``ShardedBatches``). The model is wrapped i
 DistributedDataParallel (DDP) by ``accelerate.Accelerator.prepare_model``, so each backward pass
 averages the gradients over the processes. Evaluation and the stop rule run on process 0 only, and
 their results are broadcast, so every process records the same history and stops at the same step.
+With ``distributed="fsdp"`` the weights are sharded instead by PyTorch's FSDP2 ``fully_shard``.
+Then every process evaluates, because each forward pass gathers the weights from all of them.
 
 Parity with one process. Every loss in ``undo_lib.losses`` is a mean over the counted target tokens
 of a micro-batch. Suppose each process's slice contains the same number of counted targets. Then the
@@ -24,7 +26,7 @@ unchanged. ``run_training``, which the training notebooks call, trains in this p
 CPU processes and loads process 0's weights back into the caller's model. On CPU, ``launch`` starts the processes with the gloo backend. On GPUs, start the same
 script with ``accelerate launch --num_processes N script.py``, or call
 ``accelerate.notebook_launcher(function, args, num_processes=N)`` in a notebook before anything
-initialises CUDA. ``docs/distributed.md`` covers the limits (FSDP, checkpoints, failures).
+initialises CUDA. ``docs/distributed.md`` covers the limits (GPUs, checkpoints, failures).
 """
 
 from __future__ import annotations
