@@ -23,8 +23,9 @@ Training stays valid data-parallel training but no longer matches one process wh
 
 One process (no launcher, or ``launch(..., num_processes=1)``) runs ``undo_lib.train.train``
 unchanged. ``run_training``, which the training notebooks call, trains in this process or forks
-CPU processes and loads process 0's weights back into the caller's model. On CPU, ``launch`` starts the processes with the gloo backend. On GPUs, start the same
-script with ``accelerate launch --num_processes N script.py``, or call
+CPU processes and loads process 0's weights back into the caller's model. On CPU, ``launch`` starts
+the processes with the gloo backend. On GPUs, start the same script with
+``accelerate launch --num_processes N script.py``, or call
 ``accelerate.notebook_launcher(function, args, num_processes=N)`` in a notebook before anything
 initialises CUDA. ``docs/distributed.md`` covers the limits (GPUs, checkpoints, failures).
 """

@@ -47,8 +47,9 @@ def hidden_state(model, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
     """Return ``hidden_states[layer]`` [batch, seq, hidden] of the decoder (0: embeddings, i: after layer i - 1).
 
     The decoder runs without the LM head, because RMU needs no logits. A model wrapped in
-    DistributedDataParallel or sharded by FSDP runs whole, LM head included, because a forward pass
-    that bypasses the wrapper or the root FSDP unit would skip the gradient averaging or the weight gathering.
+    DistributedDataParallel or sharded by FSDP runs whole, LM head included. A forward pass that
+    bypassed the DDP wrapper would skip the gradient averaging, and one that bypassed the root FSDP
+    unit would skip the gathering of its weights.
     """
     if isinstance(model, (torch.nn.parallel.DistributedDataParallel, FSDPModule)):
         return model(input_ids=input_ids, output_hidden_states=True).hidden_states[layer]
