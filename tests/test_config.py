@@ -109,6 +109,8 @@ MALFORMED_CASES = [
     ("robustness-step-too-late", "figures.arithmetic.robustness_step", 5, "figures.arithmetic.robustness_step", "5"),
     ("threads-negative", "shared.torch_threads", -2, "shared.torch_threads", "-2"),
     ("check-memory-word", "shared.check_memory", "yes", "shared.check_memory", "'yes'"),
+    ("processes-zero", "shared.num_processes", 0, "shared.num_processes", "0"),
+    ("distributed-unknown", "shared.distributed", "deepspeed", "shared.distributed", "'deepspeed'"),
     # Settings without the data a stage needs
     ("no-forget-data", "data.arithmetic.unlearn_documents", 0, "data.arithmetic.unlearn_documents", "0"),
     ("no-relearn-data", "data.arithmetic.relearn_documents", 0, "data.arithmetic.relearn_documents", "0"),
@@ -397,3 +399,49 @@ def test_offline_packages_ignored_for_local(smoke_params_dict):
     params = params_from_dict(smoke_params_dict)
 
     assert params.data["language"].source == "local"
+
+
+# Several training processes
+
+
+def test_processes_zero_message_gives_fix(smoke_params_dict):
+    smoke_params_dict["shared"]["num_processes"] = 0
+
+    with pytest.raises(ParamsError, match=r"shared.num_processes: invalid value 0; it must be >= 1"):
+        params_from_dict(smoke_params_dict)
+
+
+def test_two_processes_accepted(smoke_params_dict):
+    smoke_params_dict["shared"]["num_processes"] = 2
+
+    assert params_from_dict(smoke_params_dict).shared.num_processes == 2
+
+
+@pytest.mark.parametrize("section", ["pretrain.arithmetic", "unlearn.language.train", "distill.arithmetic.train",
+                                     "relearn.language.train"])
+def test_processes_with_checkpoints_rejected(smoke_params_dict, section):
+    smoke_params_dict["shared"]["num_processes"] = 2
+    _set_key(smoke_params_dict, f"{section}.checkpoint_every", 2)
+
+    with pytest.raises(ParamsError) as excinfo:
+        params_from_dict(smoke_params_dict)
+
+    message = str(excinfo.value)
+    assert f"{section}.checkpoint_every: invalid value 2" in message
+    assert "shared.num_processes=2" in message
+
+
+def test_processes_not_dividing_batch_rejected(smoke_params_dict):
+    smoke_params_dict["shared"]["num_processes"] = 3
+
+    with pytest.raises(ParamsError, match=r"pretrain.arithmetic.batch_size: invalid value 4; it must be a "
+                                          r"multiple of shared.num_processes=3"):
+        params_from_dict(smoke_params_dict)
+
+
+def test_processes_on_cuda_rejected(smoke_params_dict):
+    smoke_params_dict["shared"]["num_processes"] = 2
+    smoke_params_dict["shared"]["device"] = "cuda"
+
+    with pytest.raises(ParamsError, match=r"shared.device: invalid value 'cuda'.*shared.num_processes: 1"):
+        params_from_dict(smoke_params_dict)

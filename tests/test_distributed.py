@@ -8,13 +8,16 @@ import pytest
 import torch
 from accelerate.utils import DistributedType
 
-from undo_lib.config import TrainParams
-from undo_lib.data import PackedData, batches
-from undo_lib.distributed import ShardedBatches, launch, shard_batch, train_distributed
+from undo_lib.config import RMUParams, TrainParams
+from undo_lib.data import PackedData, batches, paired_batches
+from undo_lib.distill import make_distill_loss
+from undo_lib.distributed import (DISTRIBUTED, ShardedBatches, launch, run_training, shard_batch,
+                                  train_distributed)
 from undo_lib.evaluate import text_ce
 from undo_lib.losses import lm_loss
+from undo_lib.methods import make_loss
 from undo_lib.model import build_model
-from undo_lib.train import train
+from undo_lib.train import DivergenceError, train
 
 VOCAB = 320
 SEQ_LEN = 16
@@ -128,6 +131,18 @@ def _mismatched_logs_worker(model_params) -> None:
     train_distributed(model, loss_fn, _train_batches(), _params(steps=1, eval_every=0), FLOPS_PER_TOKEN)
 
 
+def _submodule_loss_worker(model_params) -> None:
+    """Train in each launched process with a loss that calls the decoder submodule of the model."""
+    torch.set_num_threads(1)
+
+    def loss_fn(model, batch):
+        hidden = model.model(input_ids=batch["input_ids"]).last_hidden_state
+        return hidden.pow(2).mean(), {}
+
+    model = build_model(model_params, VOCAB, seed=0)
+    train_distributed(model, loss_fn, _train_batches(), _params(steps=1, eval_every=0), FLOPS_PER_TOKEN)
+
+
 # shard_batch and ShardedBatches
 
 
@@ -234,6 +249,18 @@ def test_train_distributed_rejects(tiny_model_params, tmp_path, params, accelera
                           accelerator=accelerator)
 
 
+@pytest.mark.parametrize("params, distributed, message", [
+    (_params(), "zero", r"distributed='zero' is invalid; expected one of \['ddp', 'fsdp'\]"),
+    (_params(sam_rho=0.05), "fsdp", "sam_rho=0.05 is not supported with distributed='fsdp'"),
+], ids=["unknown", "SAM with FSDP"])
+def test_train_distributed_rejects_strategy(tiny_model_params, params, distributed, message):
+    model = build_model(tiny_model_params, VOCAB, seed=0)
+
+    with pytest.raises(ValueError, match=message):
+        train_distributed(model, lm_loss, _train_batches(), params, FLOPS_PER_TOKEN, accelerator=_fake_accelerator(),
+                          distributed=distributed)
+
+
 def test_launch_rejects_zero_processes():
     with pytest.raises(ValueError, match="num_processes must be >= 1, got 0"):
         launch(print, (), num_processes=0)
@@ -255,6 +282,12 @@ def test_one_process_equals_train(tiny_model_params):
 def test_mismatched_loss_logs_rejected(tiny_model_params):
     with pytest.raises(torch.multiprocessing.ProcessRaisedException, match=r"different columns on processes \[1\]"):
         launch(_mismatched_logs_worker, (tiny_model_params,), num_processes=PROCESSES)
+
+
+def test_loss_calling_submodule_rejected(tiny_model_params):
+    with pytest.raises(torch.multiprocessing.ProcessRaisedException,
+                       match=r"(?s)bypass DDP's gradient averaging.*shared.num_processes: 1"):
+        launch(_submodule_loss_worker, (tiny_model_params,), num_processes=PROCESSES)
 
 
 # train_distributed: two processes against one
@@ -356,3 +389,112 @@ def test_tolerance_detects_half_batches(tiny_model_params, one_process):
 
     with pytest.raises(AssertionError):
         _assert_weights_close(half["weights"], one_process["weights"])
+
+
+# run_training: the entry point of the training notebooks
+
+
+def _run_distillation(train_fn, model_params, **kwargs) -> dict:
+    """Distill a tiny Gemma2 teacher into a differently initialised student, and return the student's weights."""
+    teacher = build_model(model_params, VOCAB, seed=1)
+    student = build_model(model_params, VOCAB, seed=0)
+    train_fn(student, make_distill_loss(teacher), _train_batches(), _params(steps=4, eval_every=0), FLOPS_PER_TOKEN,
+             **kwargs)
+    return {k: v.detach().clone() for k, v in student.state_dict().items()}
+
+
+def _run_rmu(train_fn, model_params, **kwargs) -> dict:
+    """Unlearn with RMU (one trained down_proj, a retain term) and return the weights."""
+    model = build_model(model_params, VOCAB, seed=0)
+    loss_fn = make_loss("RMU", model, RMUParams(layers=(0,), hidden_layer=1, retain_weight=1.0), seed=4)
+    pairs = paired_batches(_packed(sequences=32, seed=5), _packed(sequences=32, seed=6), BATCH_SIZE, seed=2)
+    train_fn(model, loss_fn, pairs, _params(steps=4, eval_every=0), FLOPS_PER_TOKEN, **kwargs)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _nan_loss(model, batch):
+    loss, logs = lm_loss(model, batch)
+    return loss * float("nan"), logs
+
+
+@pytest.fixture(scope="module", params=DISTRIBUTED)
+def run_training_two_processes(request, tiny_model_params) -> dict:
+    return _run(run_training, tiny_model_params, _params(), num_processes=PROCESSES, distributed=request.param)
+
+
+def test_run_training_one_process_is_train(tiny_model_params, one_process):
+    run = _run(run_training, tiny_model_params, _params(), num_processes=1)
+
+    assert run["result"].history == one_process["result"].history
+    for name, weight in one_process["weights"].items():
+        assert torch.equal(run["weights"][name], weight), name
+
+
+def test_run_training_parent_holds_weights(run_training_two_processes, one_process):
+    # _run reads the weights of the model it passed in, so they are the ones loaded back from process 0
+    _assert_weights_close(run_training_two_processes["weights"], one_process["weights"])
+
+
+def test_run_training_two_processes_history(run_training_two_processes, one_process):
+    run = run_training_two_processes
+
+    assert _column(run, "step") == _column(one_process, "step")
+    assert _column(run, "tokens") == _column(one_process, "tokens")
+    assert run["result"].steps == one_process["result"].steps
+    assert run["result"].stopped_early
+    for key in ("loss", "grad_norm", "held_out_ce"):
+        torch.testing.assert_close(_column(run, key), _column(one_process, key), atol=ATOL, rtol=RTOL,
+                                   msg=lambda m: f"{key}: {m}")
+
+
+def test_run_training_parent_model_state(run_training_two_processes):
+    assert not run_training_two_processes["checkpointing_after"]
+    assert run_training_two_processes["evaluate_calls"] == []  # the evaluator ran in process 0's copy
+
+
+@pytest.mark.parametrize("distributed", DISTRIBUTED)
+def test_run_training_distillation_two_processes(tiny_model_params, distributed):
+    expected = _run_distillation(train, tiny_model_params)
+
+    actual = _run_distillation(run_training, tiny_model_params, num_processes=PROCESSES, distributed=distributed)
+
+    _assert_weights_close(actual, expected)
+
+
+@pytest.mark.parametrize("distributed", DISTRIBUTED)
+def test_run_training_rmu_two_processes(tiny_model_params, distributed):
+    expected = _run_rmu(train, tiny_model_params)
+
+    actual = _run_rmu(run_training, tiny_model_params, num_processes=PROCESSES, distributed=distributed)
+
+    _assert_weights_close(actual, expected)
+
+
+def test_run_training_divergence_reaches_parent(tiny_model_params):
+    model = build_model(tiny_model_params, VOCAB, seed=0)
+
+    with pytest.raises(DivergenceError) as excinfo:
+        run_training(model, _nan_loss, _train_batches(), _params(steps=2), FLOPS_PER_TOKEN, num_processes=PROCESSES)
+
+    assert excinfo.value.step == 1
+    assert excinfo.value.lr == pytest.approx(5e-3)  # first step of the 2-step warmup to 1e-2
+
+
+@pytest.mark.parametrize("params, device, message", [
+    (_params(), "meta", r"the model is on \['meta'\].*shared.device: cpu"),
+    (_params(batch_size=5), "cpu", "batch_size=5 is not a multiple of the 2 processes"),
+    (_params(checkpoint_every=2), "cpu", "checkpoint_every=2 is not supported with 2 processes"),
+], ids=["device", "uneven batch", "checkpoints"])
+def test_run_training_rejects_before_launch(tiny_model_params, tmp_path, params, device, message):
+    model = build_model(tiny_model_params, VOCAB, seed=0).to(device)
+
+    with pytest.raises(ValueError, match=message):
+        run_training(model, lm_loss, _train_batches(), params, FLOPS_PER_TOKEN, checkpoint_dir=tmp_path,
+                     num_processes=PROCESSES)
+
+
+def test_run_training_rejects_zero_processes(tiny_model_params):
+    model = build_model(tiny_model_params, VOCAB, seed=0)
+
+    with pytest.raises(ValueError, match="num_processes must be >= 1, got 0"):
+        run_training(model, lm_loss, _train_batches(), _params(), FLOPS_PER_TOKEN, num_processes=0)

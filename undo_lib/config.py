@@ -46,6 +46,12 @@ class SharedParams:
     torch_threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
     tf32: bool = False  # CUDA only: TF32 matmuls and convolutions (faster, about 3 fewer significant digits)
     check_memory: bool = True  # stop a training stage early when its estimated peak memory exceeds what is free
+    # Processes of each training stage: 1 trains in the notebook's process. N > 1 runs N data-parallel
+    # processes through accelerate, forked on CPU with the gloo backend (undo_lib.distributed)
+    num_processes: int = 1
+    # With num_processes > 1, ddp keeps a full copy of the weights in every process. fsdp shards them
+    # (PyTorch FSDP2), so every process also evaluates. Ignored with one process
+    distributed: Literal["ddp", "fsdp"] = "ddp"
 
 
 @dataclass(frozen=True)
@@ -852,6 +858,34 @@ def _validate_setting(p: Params, s: str) -> None:
     _validate_relearn(p.relearn[s], f"relearn.{s}")
     _validate_evaluate(p, s)
     _validate_figures(p.figures[s], p.relearn[s].train, s)
+    _validate_processes(p, _training_sections(p, s))
+
+
+def _training_sections(p: Params, s: str) -> dict[str, TrainParams]:
+    return {f"pretrain.{s}": p.pretrain[s], f"unlearn.{s}.train": p.unlearn[s].train,
+            f"distill.{s}.train": p.distill[s].train, f"relearn.{s}.train": p.relearn[s].train}
+
+
+def _wmdp_training_sections(w: WMDPParams) -> dict[str, TrainParams]:
+    return {"wmdp.unlearn.train": w.unlearn.train, "wmdp.undo.train": w.undo.train,
+            "wmdp.relearn.train": w.relearn.train}
+
+
+def _validate_processes(p: Params, sections: dict[str, TrainParams]) -> None:
+    """Reject training sections that cannot run in shared.num_processes data-parallel processes."""
+    processes = p.shared.num_processes
+    if processes == 1:
+        return
+    _check(p.shared.device != "cuda", "shared.device", p.shared.device,
+           f"'cpu' or 'auto' while shared.num_processes={processes}, because the training processes are "
+           "forked CPU processes. Set shared.num_processes: 1 to train on one GPU")
+    for path, train in sections.items():
+        _check(train.checkpoint_every == 0, f"{path}.checkpoint_every", train.checkpoint_every,
+               f"0 while shared.num_processes={processes}, because every process would write and resume "
+               "the same checkpoint folder. Set it to 0, or set shared.num_processes: 1")
+        _check(train.batch_size % processes == 0, f"{path}.batch_size", train.batch_size,
+               f"a multiple of shared.num_processes={processes}, because each process trains on "
+               f"batch_size / {processes} rows of every micro-batch")
 
 
 def validate(p: Params) -> Params:
@@ -862,6 +896,8 @@ def validate(p: Params) -> Params:
     _check(len(set(p.shared.seeds)) == len(p.shared.seeds), "shared.seeds", list(p.shared.seeds),
            "a list without duplicates")
     _check(all(seed >= 0 for seed in p.shared.seeds), "shared.seeds", list(p.shared.seeds), "a list of integers >= 0")
+    _check(p.shared.num_processes >= 1, "shared.num_processes", p.shared.num_processes,
+           ">= 1 (1 trains in the notebook's process)")
     for s in p.shared.settings:
         _check(s in SETTINGS, "shared.settings", s, f"one of {list(SETTINGS)}")
         for section in ("data", "tokenizer", "model", "pretrain", "unlearn", "distill", "relearn",
@@ -872,6 +908,7 @@ def validate(p: Params) -> Params:
         _validate_setting(p, s)
     if p.wmdp is not None:
         _validate_wmdp(p.wmdp)
+        _validate_processes(p, _wmdp_training_sections(p.wmdp))
     return p
 
 

@@ -5,6 +5,8 @@ on its own contiguous slice of rows (``ShardedBatches``). The model is wrapped i
 DistributedDataParallel (DDP) by ``accelerate.Accelerator.prepare_model``, so each backward pass
 averages the gradients over the processes. Evaluation and the stop rule run on process 0 only, and
 their results are broadcast, so every process records the same history and stops at the same step.
+With ``distributed="fsdp"`` the weights are sharded instead by PyTorch's FSDP2 ``fully_shard``.
+Then every process evaluates, because each forward pass gathers the weights from all of them.
 
 Parity with one process. Every loss in ``undo_lib.losses`` is a mean over the counted target tokens
 of a micro-batch. Suppose each process's slice contains the same number of counted targets. Then the
@@ -20,16 +22,19 @@ Training stays valid data-parallel training but no longer matches one process wh
   process draws for its own rows.
 
 One process (no launcher, or ``launch(..., num_processes=1)``) runs ``undo_lib.train.train``
-unchanged. On CPU, ``launch`` starts the processes with the gloo backend. On GPUs, start the same
-script with ``accelerate launch --num_processes N script.py``, or call
+unchanged. ``run_training``, which the training notebooks call, trains in this process or forks
+CPU processes and loads process 0's weights back into the caller's model. On CPU, ``launch`` starts
+the processes with the gloo backend. On GPUs, start the same script with
+``accelerate launch --num_processes N script.py``, or call
 ``accelerate.notebook_launcher(function, args, num_processes=N)`` in a notebook before anything
-initialises CUDA. ``docs/distributed.md`` covers the limits (FSDP, checkpoints, failures).
+initialises CUDA. ``docs/distributed.md`` covers the limits (GPUs, checkpoints, failures).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -37,9 +42,12 @@ import torch
 from accelerate import Accelerator, debug_launcher
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, broadcast_object_list, gather_object
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 
 from undo_lib.config import TrainParams
-from undo_lib.train import EvalFn, LossFn, StopFn, TrainResult, train
+from undo_lib.train import DivergenceError, EvalFn, LossFn, StopFn, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,9 @@ _SHARED_COLUMNS = frozenset({"step", "lr", "grad_norm", "tokens", "flops"})
 # Backends that shard the weights: a forward pass on process 0 alone would wait for the other
 # processes' shards, so rank-0 evaluation cannot work with them.
 _SHARDED_TYPES = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+
+# Values of train_distributed's ``distributed`` argument and of shared.distributed
+DISTRIBUTED = ("ddp", "fsdp")
 
 
 def shard_batch(batch: dict, rank: int, world_size: int) -> dict:
@@ -152,6 +163,23 @@ class _RankZeroEvaluation:
         return metrics
 
 
+class _EveryProcessEvaluation:
+    """``evaluate`` run on every process with the FSDP-sharded model, with process 0's metrics broadcast.
+
+    Each forward pass of a sharded model gathers the weights from all processes, so every process
+    must evaluate. They compute the same metrics, and the broadcast makes the histories identical.
+    """
+
+    def __init__(self, evaluate: EvalFn, accelerator: Accelerator):
+        self.evaluate = evaluate
+        self.metric_names: set[str] = set()
+
+    def __call__(self, model: torch.nn.Module) -> dict:
+        metrics = broadcast_object_list([self.evaluate(model)], from_process=0)[0]
+        self.metric_names.update(metrics)
+        return metrics
+
+
 class _RankZeroStopRule:
     """``should_stop`` decided on process 0 and broadcast, so every process ends at the same step."""
 
@@ -203,18 +231,22 @@ def _combine_processes(result: TrainResult, accelerator: Accelerator, metric_nam
     return result
 
 
-def _check_supported(params: TrainParams, accelerator: Accelerator, checkpoint_dir) -> None:
+def _check_supported(params: TrainParams, accelerator: Accelerator, checkpoint_dir, distributed: str) -> None:
     """Reject settings that this data-parallel path does not support, before any training runs."""
     processes = accelerator.num_processes
+    if distributed not in DISTRIBUTED:
+        raise ValueError(f"distributed={distributed!r} is invalid; expected one of {list(DISTRIBUTED)}.")
+    if distributed == "fsdp" and params.sam_rho > 0:
+        raise ValueError(f"sam_rho={params.sam_rho} is not supported with distributed='fsdp', because SAM's "
+                         "gradient norm over sharded gradients is untested. Use distributed='ddp' or one process.")
     if accelerator.mixed_precision != "no":
         raise ValueError(f"the Accelerator has mixed_precision={accelerator.mixed_precision!r}, which would add "
                          "a second autocast around the training loop's own. Create it with "
                          "mixed_precision='no' and set the stage's train.precision: bf16 instead.")
     if accelerator.distributed_type in _SHARDED_TYPES:
-        raise ValueError(f"distributed_type={accelerator.distributed_type.value} is not supported: it shards the "
-                         "weights, but evaluation runs on process 0 alone, and the training loop clips and "
-                         "saves full local weights and gradients. Use plain data parallelism (DDP), the "
-                         "default of accelerate launch.")
+        raise ValueError(f"distributed_type={accelerator.distributed_type.value} is not supported: accelerate's "
+                         "plugin would wrap the model for its own loop. Launch plain data parallelism (the "
+                         "default of accelerate launch) and pass distributed='fsdp' to shard the weights.")
     if params.batch_size % processes != 0:
         raise ValueError(f"batch_size={params.batch_size} is not a multiple of the {processes} processes, "
                          f"and each process trains on batch_size / {processes} rows of every micro-batch. "
@@ -238,6 +270,7 @@ def train_distributed(
     checkpoint_key: str = "",
     initial_metrics: dict | None = None,
     accelerator: Accelerator | None = None,
+    distributed: str = "ddp",
 ) -> TrainResult:
     """Train ``model`` in place with ``undo_lib.train.train`` on every process of the current launch.
 
@@ -260,53 +293,91 @@ def train_distributed(
         accelerator: an ``accelerate.Accelerator`` with ``mixed_precision='no'``, for DDP or
             process-group options; by default ``Accelerator()``. Everything it has prepared is released
             when training ends.
+        distributed: ``"ddp"`` keeps a full copy of the weights on every process (DDP); ``"fsdp"``
+            shards them with PyTorch's FSDP2 ``fully_shard`` (each decoder layer, then the whole
+            model). With ``"fsdp"``, ``evaluate`` runs on every process with the sharded model, SAM is
+            rejected, and ``model`` stays sharded afterwards: call ``full_state_dict`` on every
+            process to gather its weights. Ignored with one process.
 
     Returns:
         The same TrainResult on every process. ``tokens``, ``flops`` and the history's ``tokens`` and
         ``flops`` count all processes, and the history's loss and loss logs are averaged over them.
     """
     accelerator = accelerator if accelerator is not None else Accelerator()
-    _check_supported(params, accelerator, checkpoint_dir)
+    _check_supported(params, accelerator, checkpoint_dir, distributed)
     try:
         if accelerator.num_processes == 1:
             return train(accelerator.prepare_model(model), loss_fn, batches, params, flops_per_token, evaluate,
                          should_stop, checkpoint_dir, checkpoint_key, initial_metrics)
         return _train_data_parallel(model, loss_fn, batches, params, flops_per_token, evaluate, should_stop,
-                                    initial_metrics, accelerator)
+                                    initial_metrics, accelerator, distributed)
     finally:
         accelerator.free_memory()
 
 
 def _train_data_parallel(model, loss_fn: LossFn, batches: Iterator[dict], params: TrainParams,
                          flops_per_token: float, evaluate: EvalFn | None, should_stop: StopFn | None,
-                         initial_metrics: dict | None, accelerator: Accelerator) -> TrainResult:
-    """Run ``train`` on this process's rows with the DDP-wrapped model and combine the processes' counters."""
-    # The loop would call activation_checkpointing_enable on the DDP wrapper, which lacks it, so the
+                         initial_metrics: dict | None, accelerator: Accelerator, distributed: str) -> TrainResult:
+    """Run ``train`` on this process's rows with the wrapped model and combine the processes' counters."""
+    # The loop would call activation_checkpointing_enable on the wrapper, which lacks it, so the
     # model gets it here, before wrapping, and the loop gets params with the option off.
     checkpointed = params.gradient_checkpointing
     if checkpointed:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         params = dataclasses.replace(params, gradient_checkpointing=False)
-    wrapped = accelerator.prepare_model(model)
-    if not isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
-        raise TypeError(f"accelerate wrapped the model in {type(wrapped).__name__}, but this path needs "
-                        "DistributedDataParallel. Launch without FSDP, DeepSpeed or Megatron-LM.")
+    if distributed == "fsdp":
+        wrapped, evaluation = _shard_model(model, accelerator), _EveryProcessEvaluation
+    else:
+        wrapped, evaluation = _wrap_ddp(model, accelerator), _RankZeroEvaluation
 
     rank, processes = accelerator.process_index, accelerator.num_processes
     logger.info("process %d of %d trains on %d of every %d rows", rank, processes,
                 params.batch_size // processes, params.batch_size)
-    rank_zero_evaluate = _RankZeroEvaluation(evaluate, accelerator) if evaluate is not None else None
+    rank_zero_evaluate = evaluation(evaluate, accelerator) if evaluate is not None else None
     rank_zero_stop = _RankZeroStopRule(should_stop, accelerator) if should_stop is not None else None
     metric_names = set(initial_metrics or {})
     try:
         result = train(wrapped, loss_fn, ShardedBatches(batches, rank, processes), params, flops_per_token,
                        rank_zero_evaluate, rank_zero_stop, initial_metrics=initial_metrics)
+    except AttributeError as err:
+        if "'DistributedDataParallel' object has no attribute" not in str(err):
+            raise
+        raise TypeError(f"the loss function read an attribute of the model that the DDP wrapper lacks ({err}). "
+                        "A loss that calls a submodule such as model.model directly would bypass DDP's gradient "
+                        "averaging. The RepNoise unlearning loss does this (its logit lens and MLP hooks), so train it "
+                        "with shared.num_processes: 1.") from err
     finally:
         if checkpointed:
             model.activation_checkpointing_disable()
     if rank_zero_evaluate is not None:
         metric_names |= rank_zero_evaluate.metric_names
     return _combine_processes(result, accelerator, metric_names, flops_per_token)
+
+
+def _wrap_ddp(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
+    wrapped = accelerator.prepare_model(model)
+    if not isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+        raise TypeError(f"accelerate wrapped the model in {type(wrapped).__name__}, but this path needs "
+                        "DistributedDataParallel. Launch without FSDP, DeepSpeed or Megatron-LM.")
+    return wrapped
+
+
+def _shard_model(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
+    """Shard ``model`` in place with FSDP2: each decoder layer is one unit, the remaining weights another."""
+    mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
+    decoder = getattr(model, "model", None)
+    for layer in getattr(decoder, "layers", []):
+        fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Return ``model.state_dict()`` with every FSDP-sharded tensor gathered in full.
+
+    Gathering is a collective, so with a sharded model call it on every process.
+    """
+    return {name: value.full_tensor() if isinstance(value, DTensor) else value
+            for name, value in model.state_dict().items()}
 
 
 class _WithFreshAcceleratorState:
@@ -349,3 +420,131 @@ def launch(function: Callable, args: tuple = (), num_processes: int = 1) -> None
         return
     logger.info("starting %d CPU processes (gloo)", num_processes)
     debug_launcher(_WithFreshAcceleratorState(function), args=args, num_processes=num_processes)
+
+
+def run_training(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    batches: Iterator[dict],
+    params: TrainParams,
+    flops_per_token: float,
+    evaluate: EvalFn | None = None,
+    should_stop: StopFn | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_key: str = "",
+    initial_metrics: dict | None = None,
+    num_processes: int = 1,
+    distributed: str = "ddp",
+) -> TrainResult:
+    """Train ``model`` in place in this process or in ``num_processes`` data-parallel CPU processes.
+
+    With ``num_processes`` 1 this calls ``undo_lib.train.train`` with the same arguments and returns
+    its result, so the weights and history are bitwise those of ``train``. With N > 1, ``launch``
+    forks N processes that each call ``train_distributed`` on their copy of the arguments. Process 0
+    writes the trained weights and the combined ``TrainResult`` to a temporary file. This process
+    then loads the weights into ``model``, puts it in eval mode as ``train`` does, and returns the result.
+
+    The forked processes inherit every argument through fork, without pickling. That includes the
+    model with its ``requires_grad`` flags (RMU's frozen layers) and the modules a loss function
+    contains (a distillation teacher, a frozen reference copy). It also includes the batch iterator,
+    the evaluator and the stop rule. Each process keeps the thread count of this process, and only
+    process 0 logs at INFO level.
+
+    Tested with 2 CPU processes and gloo (tests/test_distributed.py). GPUs are rejected: a process
+    must not fork after CUDA is initialised, and the modules held by a loss function would need moving
+    to each process's device. For several GPUs, call ``train_distributed`` in a script started with
+    ``accelerate launch``.
+
+    Args:
+        model, loss_fn, batches, params, flops_per_token, evaluate, should_stop, checkpoint_dir,
+        checkpoint_key, initial_metrics: as for ``train``. With N > 1, ``params.batch_size`` must be a
+            multiple of N, and ``checkpoint_every`` must be 0 when ``checkpoint_dir`` is given.
+        num_processes: 1 trains here; N > 1 forks N CPU processes.
+        distributed: with N > 1, ``"ddp"`` or ``"fsdp"`` (see ``train_distributed``).
+
+    Raises:
+        ValueError: ``num_processes`` < 1, or with N > 1 a model off the CPU, CUDA already
+            initialised, checkpoints requested, or a batch size that N does not divide.
+        DivergenceError: training diverged in a process (the error of the lowest such rank).
+        torch.multiprocessing.ProcessRaisedException: a process raised another error.
+    """
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if num_processes == 1:
+        return train(model, loss_fn, batches, params, flops_per_token, evaluate, should_stop, checkpoint_dir,
+                     checkpoint_key, initial_metrics)
+    _check_forkable(model, params, num_processes, checkpoint_dir)
+    arguments = {"model": model, "loss_fn": loss_fn, "batches": batches, "params": params,
+                 "flops_per_token": flops_per_token, "evaluate": evaluate, "should_stop": should_stop,
+                 "checkpoint_dir": checkpoint_dir, "checkpoint_key": checkpoint_key,
+                 "initial_metrics": initial_metrics, "distributed": distributed}
+    with tempfile.TemporaryDirectory(prefix="undo-training-") as folder:
+        worker = _TrainingWorker(arguments, Path(folder), torch.get_num_threads())
+        try:
+            launch(worker, (), num_processes)
+        except torch.multiprocessing.ProcessRaisedException:
+            _raise_saved_divergence(Path(folder))
+            raise
+        return _load_trained(model, Path(folder) / _OUTCOME_FILE)
+
+
+_OUTCOME_FILE = "rank0.pt"
+
+
+def _check_forkable(model: torch.nn.Module, params: TrainParams, processes: int, checkpoint_dir) -> None:
+    """Reject what ``run_training`` cannot run in forked CPU processes, before any process starts."""
+    devices = {parameter.device.type for parameter in model.parameters()}
+    if devices != {"cpu"} or torch.cuda.is_initialized():
+        raise ValueError(f"num_processes={processes} forks CPU training processes, but the model is on "
+                         f"{sorted(devices)} and CUDA initialised={torch.cuda.is_initialized()}. A process must "
+                         "not fork after CUDA is initialised. Set shared.device: cpu, or shared.num_processes: 1 "
+                         "to train on one GPU. For several GPUs, call train_distributed in a script started "
+                         "with accelerate launch.")
+    if params.batch_size % processes != 0:
+        raise ValueError(f"batch_size={params.batch_size} is not a multiple of the {processes} processes. "
+                         f"Set the stage's train.batch_size to a multiple of {processes}.")
+    if checkpoint_dir is not None and params.checkpoint_every > 0:
+        raise ValueError(f"checkpoint_every={params.checkpoint_every} is not supported with {processes} "
+                         "processes, because every process would write and resume the same checkpoint folder. "
+                         "Set the stage's train.checkpoint_every: 0, or shared.num_processes: 1.")
+
+
+class _TrainingWorker:
+    """One process of ``run_training``: ``train_distributed``, then process 0 saves the outcome."""
+
+    def __init__(self, arguments: dict, folder: Path, threads: int):
+        self.arguments = arguments
+        self.folder = folder
+        self.threads = threads
+
+    def __call__(self) -> None:
+        accelerator = Accelerator()
+        # On CPU, accelerate sets the thread count to cores / processes; keep the stage's setting
+        torch.set_num_threads(self.threads)
+        rank = accelerator.process_index
+        if rank != 0:
+            logging.getLogger("undo_lib").setLevel(logging.WARNING)
+        try:
+            result = train_distributed(**self.arguments, accelerator=accelerator)
+        except DivergenceError as err:
+            torch.save(err, self.folder / f"divergence-rank{rank}.pt")
+            raise
+        state_dict = full_state_dict(self.arguments["model"])
+        if accelerator.is_main_process:
+            torch.save({"state_dict": state_dict, "result": result}, self.folder / _OUTCOME_FILE)
+
+
+def _raise_saved_divergence(folder: Path) -> None:
+    """Re-raise the DivergenceError of the lowest rank that saved one, if any did."""
+    saved = sorted(folder.glob("divergence-rank*.pt"), key=lambda path: int(path.stem.removeprefix("divergence-rank")))
+    if saved:
+        # NOTE: the history of a saved error contains that process's own rows. Its tokens count
+        # batch_size / N rows per micro-batch, and its loss is that of its slice only.
+        raise torch.load(saved[0], weights_only=False)
+
+
+def _load_trained(model: torch.nn.Module, path: Path) -> TrainResult:
+    trained = torch.load(path, weights_only=False)
+    model.load_state_dict(trained["state_dict"])
+    model.eval()
+    return trained["result"]

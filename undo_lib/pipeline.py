@@ -44,7 +44,7 @@ HEADER = """\
 CORE = ("config", "settings", "io", "runtime", "model", "tokenizer", "data", "evaluate", "losses",
         "checkpoint", "resources", "prepare", "prepare_language", "language", "hub", "arithmetic", "templates",
         "distill")
-TRAINING = CORE + ("train", "sam", "compute", "noise")
+TRAINING = CORE + ("train", "distributed", "sam", "compute", "noise")
 RELEARN = TRAINING + ("relearn", "names")
 FIGURES = RELEARN + ("experiments", "plots", "report")
 # The WMDP branch: its own modules on top of the training loop
@@ -55,7 +55,8 @@ WMDP_FIGURES = WMDP + ("wmdp_report", "report", "experiments", "plots", "names")
 # The shared keys that can change a stage's results. shared.seeds sets the seeds of the matrix
 # stages, shared.settings only lists the settings that params.yaml must configure (dvc.yaml always
 # has both), and shared.check_memory only stops a stage before it computes anything.
-SHARED = ["shared.seed", "shared.device", "shared.torch_threads", "shared.tf32"]
+SHARED = ["shared.seed", "shared.device", "shared.torch_threads", "shared.tf32", "shared.num_processes",
+          "shared.distributed"]
 
 
 def _sweep_keys(section: str) -> list[str]:

@@ -13,7 +13,8 @@ import logging
 import pandas as pd
 
 from undo_lib.config import TrainParams
-from undo_lib.train import DivergenceError, train
+from undo_lib.distributed import run_training
+from undo_lib.train import DivergenceError
 
 logger = logging.getLogger(__name__)
 
@@ -26,15 +27,19 @@ def attack_params(params: TrainParams, lr: float) -> TrainParams:
 
 
 def run_attack(model, loss_fn, batches, params: TrainParams, lr: float, flops_per_token: float, evaluate,
-               checkpoint_dir=None, checkpoint_key: str = "", initial_metrics: dict | None = None):
+               checkpoint_dir=None, checkpoint_key: str = "", initial_metrics: dict | None = None,
+               num_processes: int = 1, distributed: str = "ddp"):
     """Run one attack at ``lr`` and return (history rows, diverged flag, TrainResult or None).
 
-    ``checkpoint_dir``, ``checkpoint_key`` and ``initial_metrics`` (the metrics of the weights
-    before the attack, when an attack at another LR has measured them) are passed to ``train``.
+    ``checkpoint_dir``, ``checkpoint_key``, ``initial_metrics`` (the metrics of the weights before
+    the attack, when an attack at another LR has measured them), ``num_processes`` and ``distributed``
+    are passed to ``undo_lib.distributed.run_training``.
     """
     try:
-        result = train(model, loss_fn, batches, attack_params(params, lr), flops_per_token, evaluate,
-                       checkpoint_dir=checkpoint_dir, checkpoint_key=checkpoint_key, initial_metrics=initial_metrics)
+        result = run_training(model, loss_fn, batches, attack_params(params, lr), flops_per_token, evaluate,
+                              checkpoint_dir=checkpoint_dir, checkpoint_key=checkpoint_key,
+                              initial_metrics=initial_metrics, num_processes=num_processes,
+                              distributed=distributed)
     except DivergenceError as err:
         logger.warning("attack at lr=%g diverged at step %d; recording it as diverged", lr, err.step)
         before = [dict(row, lr=lr, diverged=False) for row in err.history if "forget" in row]

@@ -50,8 +50,12 @@ class DivergenceError(RuntimeError):
             f"training diverged at step {step} (learning rate {lr:g}): {what} is not finite. "
             "Lower the learning rate or enable gradient clipping (max_grad_norm)."
         )
-        self.step, self.lr = step, lr
+        self.step, self.lr, self.what = step, lr, what
         self.history = history or []  # rows recorded before the divergence
+
+    def __reduce__(self):
+        # Pickled with its constructor arguments, so a training process can hand it to its parent
+        return DivergenceError, (self.step, self.lr, self.what, self.history)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import copy
 import logging
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 from undo_lib.config import RMUParams
 
@@ -45,8 +46,13 @@ def freeze_except_down_proj(model, layers: tuple[int, ...]) -> None:
 def hidden_state(model, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
     """Return ``hidden_states[layer]`` [batch, seq, hidden] of the decoder (0: embeddings, i: after layer i - 1).
 
-    The decoder runs without the LM head, because RMU needs no logits.
+    The decoder runs without the LM head, because RMU needs no logits. A model wrapped in
+    DistributedDataParallel or sharded by FSDP runs whole, LM head included. A forward pass that
+    bypassed the DDP wrapper would skip the gradient averaging, and one that bypassed the root FSDP
+    unit would skip the gathering of its weights.
     """
+    if isinstance(model, (torch.nn.parallel.DistributedDataParallel, FSDPModule)):
+        return model(input_ids=input_ids, output_hidden_states=True).hidden_states[layer]
     return model.model(input_ids=input_ids, output_hidden_states=True).hidden_states[layer]
 
 
