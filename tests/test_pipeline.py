@@ -82,11 +82,25 @@ def test_stage_passes_known_parameters(name, cmd):
 def test_stage_params_exist(name):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     body = _dvc_stages()[name].get("do", _dvc_stages()[name])
+    items = {key: [str(v) for v in _resolve(params, value)] for key, value in body.get("matrix", {}).items()}
     for key in body.get("params", []):
-        node = params
-        for part in key.split("."):
-            assert part in node, f"stage {name} declares param {key}, which params.yaml lacks"
-            node = node[part]
+        # A matrix item's key (wmdp.unlearn.${item.run}) must exist for every item of the matrix
+        for resolved in [key] if "${item." not in key else [re.sub(r"\$\{item\.(\w+)\}", v, key)
+                                                              for v in items[re.search(r"\$\{item\.(\w+)\}", key).group(1)]]:
+            node = params
+            for part in resolved.split("."):
+                assert part in node, f"stage {name} declares param {resolved}, which params.yaml lacks"
+                node = node[part]
+
+
+def _resolve(params: dict, value):
+    """The list a matrix entry stands for: a literal list or a ${dotted.key} of params.yaml."""
+    if isinstance(value, list):
+        return value
+    node = params
+    for part in value[2:-1].split("."):
+        node = node[part]
+    return node
 
 
 def test_dvc_analytics_disabled():

@@ -328,6 +328,9 @@ class WMDPModelParams:
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "eager"  # paper: eager
     stand_in: ModelParams = field(default_factory=ModelParams)  # shape of the random stand-in (source: config)
     stand_in_vocab_size: int = 512  # BPE vocabulary of the stand-in, trained on the WMDP corpora
+    # The base stage pretrains the stand-in on the forget, retain and general training text, so that
+    # it has something to unlearn. A pretrained source is used as it is.
+    stand_in_pretrain: TrainParams = field(default_factory=lambda: TrainParams(steps=1, lr=1e-3))
 
 
 @dataclass(frozen=True)
@@ -354,6 +357,7 @@ class WMDPDataParams:
     mixture_unit: Literal["documents", "characters"] = "characters"  # paper: shares of tokens
     stopping_strategy: Literal["first_exhausted", "all_exhausted"] = "all_exhausted"  # paper: all_exhausted
     min_chars: int = 20  # shorter documents are dropped
+    validation_documents: int = 50  # forget and retain documents held out for the forget and retain CE
     unlearn_seq_len: int = 256  # paper: 256
     distill_seq_len: int = 1024  # paper: 1024
     relearn_seq_len: int = 256  # paper: 256
@@ -767,11 +771,20 @@ def _validate_mixture(probabilities: dict[str, float], names: typing.Iterable[st
     _check(abs(sum(probabilities.values()) - 1) < 1e-6, path, probabilities, "shares that sum to 1")
 
 
+def _check_under_data(file: str, path: str) -> None:
+    """Require a local input file under data/, the folder the WMDP stages depend on in dvc.yaml."""
+    parts = Path(file).parts
+    _check(not Path(file).is_absolute() and len(parts) > 1 and parts[0] == "data" and ".." not in parts, path, file,
+           "a path under data/ relative to the repository root, because DVC reruns the WMDP stages when a "
+           "file under data/ changes and would miss changes elsewhere. Move or link the file into data/")
+
+
 def _validate_corpus(c: CorpusParams, path: str) -> None:
     _check(c.path.strip() != "", f"{path}.path", c.path, "a jsonl file or a hub dataset id")
     if c.kind == "jsonl":
         _check(c.config is None and c.revision is None and c.split == "train", path, to_dict(c),
                "a jsonl source without config, split or revision (they apply to kind: hub)")
+        _check_under_data(c.path, f"{path}.path")
     _check(c.max_chars is None or c.max_chars > 0, f"{path}.max_chars", c.max_chars, "null or a positive integer")
 
 
@@ -785,6 +798,7 @@ def _validate_wmdp_data(d: WMDPDataParams, path: str) -> None:
     _validate_mixture(d.distill_mixture, ["forget", "retain", *d.general], f"{path}.distill_mixture")
     _validate_mixture(d.relearn_mixture, ["forget", "retain", *d.general], f"{path}.relearn_mixture")
     _check(d.min_chars >= 1, f"{path}.min_chars", d.min_chars, "a positive integer")
+    _check(d.validation_documents >= 1, f"{path}.validation_documents", d.validation_documents, "a positive integer")
     for key in ("unlearn_seq_len", "distill_seq_len", "relearn_seq_len"):
         _check(getattr(d, key) >= 2, f"{path}.{key}", getattr(d, key), "an integer >= 2")
 
@@ -798,8 +812,11 @@ def _validate_task(t: MultipleChoiceTaskParams, backend: str, path: str) -> None
         return
     _check(bool(t.questions), f"{path}.questions", t.questions,
            "a jsonl file of questions (backend: builtin); or set backend: harness")
+    _check_under_data(t.questions, f"{path}.questions")
     _check(t.num_fewshot == 0 or bool(t.fewshot_questions), f"{path}.fewshot_questions", t.fewshot_questions,
            f"a jsonl file of few-shot examples, because num_fewshot={t.num_fewshot}")
+    if t.fewshot_questions:
+        _check_under_data(t.fewshot_questions, f"{path}.fewshot_questions")
 
 
 def _validate_wmdp_unlearn(u: WMDPUnlearnParams, m: WMDPModelParams, path: str) -> None:
@@ -825,22 +842,32 @@ def _validate_wmdp_unlearn(u: WMDPUnlearnParams, m: WMDPModelParams, path: str) 
                f"layer indices below hidden_layer={u.RMU.hidden_layer}")
 
 
-def _validate_wmdp(w: WMDPParams) -> None:
-    _check(w.model.source.strip() != "", "wmdp.model.source", w.model.source,
+def _validate_wmdp_model(m: WMDPModelParams) -> None:
+    _check(m.source.strip() != "", "wmdp.model.source", m.source,
            "'config' (the random stand-in), a local folder or a hub id such as google/gemma-2-2b")
-    _check(w.model.stand_in_vocab_size >= 64, "wmdp.model.stand_in_vocab_size", w.model.stand_in_vocab_size, ">= 64")
-    _check_model(w.model.stand_in, "wmdp.model.stand_in")
+    _check(Path(m.source).parts[:1] != ("outputs",), "wmdp.model.source", m.source,
+           "a folder outside outputs/, because DVC deletes a stage's outputs before it reruns the stage. "
+           "Copy the folder elsewhere (for example to models/) and point source at the copy")
+    _check(m.stand_in_vocab_size >= 64, "wmdp.model.stand_in_vocab_size", m.stand_in_vocab_size, ">= 64")
+    _check_model(m.stand_in, "wmdp.model.stand_in")
+    _check_train(m.stand_in_pretrain, "wmdp.model.stand_in_pretrain", needs_lr=True)
+
+
+def _validate_wmdp(w: WMDPParams) -> None:
+    _validate_wmdp_model(w.model)
     _validate_wmdp_data(w.data, "wmdp.data")
     _validate_task(w.evaluate.forget, w.evaluate.backend, "wmdp.evaluate.forget")
     _validate_task(w.evaluate.retain, w.evaluate.backend, "wmdp.evaluate.retain")
     _check(w.evaluate.batch_size > 0, "wmdp.evaluate.batch_size", w.evaluate.batch_size, "a positive integer")
+    if w.evaluate.harness_include_path:
+        _check_under_data(w.evaluate.harness_include_path, "wmdp.evaluate.harness_include_path")
     _validate_wmdp_unlearn(w.unlearn, w.model, "wmdp.unlearn")
     for i, teacher in enumerate(w.undo.teachers):
         _check(teacher in WMDP_TEACHERS and teacher in w.unlearn.runs, f"wmdp.undo.teachers[{i}]", teacher,
                f"one of {list(WMDP_TEACHERS)} that is also in wmdp.unlearn.runs {list(w.unlearn.runs)}")
     _check(len(w.undo.alphas) > 0, "wmdp.undo.alphas", list(w.undo.alphas), "a non-empty list")
     _check_unit(w.undo.alphas, "wmdp.undo.alphas")
-    _check(w.undo.beta >= 0, "wmdp.undo.beta", w.undo.beta, ">= 0 (paper: 0)")
+    _check(0 <= w.undo.beta <= 1, "wmdp.undo.beta", w.undo.beta, "in [0, 1] (paper: 0)")
     _check_train(w.undo.train, "wmdp.undo.train", needs_lr=True)
     _check_train(w.relearn.train, "wmdp.relearn.train", needs_lr=False)
     _check_lrs(w.relearn.lrs, "wmdp.relearn.lrs")

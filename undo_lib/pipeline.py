@@ -266,12 +266,24 @@ class _Setting:
 
 
 class _WMDP:
-    """Paths and stages of the WMDP branch (notebooks ``wmdp_*``, library ``undo_lib.wmdp``)."""
+    """Paths and stages of the WMDP branch (notebooks ``wmdp_*``, library ``undo_lib.wmdp``).
+
+    Every stage depends on ``data/``, where params must put local corpora, question files and
+    harness tasks, and each stage tracks only the params it reads.
+    """
 
     root = "outputs/wmdp"
     data = f"{root}/data"
     base = f"{root}/models/base"
     seed = "${item.seed}"
+    # What the evaluator reads: forget and retain tasks (relearning: forget only), and the CE length
+    EVALUATE = ("wmdp.evaluate", "wmdp.data.unlearn_seq_len")
+    FORGET_EVALUATE = ("wmdp.evaluate.backend", "wmdp.evaluate.harness_include_path", "wmdp.evaluate.forget",
+                       "wmdp.evaluate.batch_size", "wmdp.evaluate.seed", "wmdp.data.unlearn_seq_len")
+    DATA = ("wmdp.data.forget", "wmdp.data.retain", "wmdp.data.general", "wmdp.data.unlearn_retain_mixture",
+            "wmdp.data.distill_mixture", "wmdp.data.relearn_mixture", "wmdp.data.mixture_unit",
+            "wmdp.data.stopping_strategy", "wmdp.data.min_chars", "wmdp.data.validation_documents",
+            "wmdp.model.source")
 
     def _stage(self, notebook: str, name: str, parameters: dict, deps: list[str], params: list[str],
                outs: list, matrix: dict | None = None, modules: tuple[str, ...] = WMDP) -> dict:
@@ -283,38 +295,53 @@ class _WMDP:
 
     def _training(self, notebook: str, name: str, parameters: dict, deps: list[str], params: list[str],
                   out_dir: str, model_out: str | None, matrix: dict) -> dict:
-        timing = f"{self.root}/timing/seed_{self.seed}/{name}.json"
-        parameters = {"seed": self.seed, **parameters, "data_dir": self.data, "out_dir": out_dir,
-                      **({"model_out": model_out} if model_out else {}), "timing_out": timing}
-        outs = ([model_out] if model_out else []) + _uncached(f"{out_dir}/history.csv", timing) \
-            if model_out else _uncached(out_dir, timing)
-        stage = self._stage(notebook, f"seed_{self.seed}/{name}", parameters, [self.data, *deps],
-                            [*SHARED, "wmdp.model", "wmdp.data", "wmdp.evaluate", *params], outs,
-                            {"seed": "${shared.seeds}", **matrix})
+        seed = self.seed
+        timing = f"{self.root}/timing/seed_{seed}/{name}.json"
+        parameters = {"seed": seed, **parameters, "data_dir": self.data, "out_dir": out_dir,
+                      **({"model_out": model_out} if model_out else {}),
+                      "checkpoint_dir": f"{self.root}/checkpoints/seed_{seed}/{name}", "timing_out": timing}
+        if model_out:
+            outs = [model_out, *_uncached(f"{out_dir}/history.csv", timing)]
+        else:
+            outs = _uncached(out_dir, timing)
+        stage = self._stage(notebook, f"seed_{seed}/{name}", parameters, ["data", self.data, *deps],
+                            [*SHARED, "wmdp.model", *params], outs, {"seed": "${shared.seeds}", **matrix})
         if model_out:
             stage["metrics"] = _uncached(f"{out_dir}/metrics.json")
         return stage
+
+    def data_stage(self) -> dict:
+        return self._stage("wmdp_data", "data", {"out_dir": self.data}, ["data"], ["shared.seed", *self.DATA],
+                           [self.data])
+
+    def base_stage(self) -> dict:
+        out_dir = f"{self.root}/runs/base"
+        parameters = {"data_dir": self.data, "model_out": self.base, "out_dir": out_dir,
+                      "checkpoint_dir": f"{self.root}/checkpoints/base", "timing_out": f"{self.root}/timing/base.json"}
+        return self._stage("wmdp_base", "base", parameters, ["data", self.data], [*SHARED, "wmdp.model", *self.EVALUATE],
+                           [self.base, *_uncached(f"{out_dir}/metrics.json", f"{out_dir}/history.csv",
+                                                  f"{self.root}/timing/base.json")])
 
     def stages(self) -> dict[str, dict]:
         runs, models = f"{self.root}/runs/seed_{self.seed}", f"{self.root}/models/seed_{self.seed}"
         undo = "${item.teacher}/alpha_${item.alpha}"
         undo_matrix = {"teacher": "${wmdp.undo.teachers}", "alpha": "${wmdp.undo.alphas}"}
+        # SAM and RepNoise read MaxEnt's alpha and retain term besides their own section
+        unlearn_params = [*self.EVALUATE, "wmdp.unlearn.train", "wmdp.unlearn.${item.run}", "wmdp.unlearn.MaxEnt.alpha",
+                          "wmdp.unlearn.MaxEnt.use_retain_kl"]
         return {
-            "wmdp-data": self._stage("wmdp_data", "data", {"out_dir": self.data}, [],
-                                     ["shared.seed", "wmdp.data"], [self.data]),
-            "wmdp-base": self._stage(
-                "wmdp_base", "base", {"data_dir": self.data, "model_out": self.base, "out_dir": f"{self.root}/runs/base"},
-                [self.data], [*SHARED, "wmdp.model", "wmdp.evaluate"],
-                [self.base, *_uncached(f"{self.root}/runs/base/metrics.json")]),
+            "wmdp-data": self.data_stage(),
+            "wmdp-base": self.base_stage(),
             "wmdp-unlearn": self._training(
                 "wmdp_unlearn", "unlearn-${item.run}", {"run": "${item.run}", "base_dir": self.base}, [self.base],
-                ["wmdp.unlearn"], f"{runs}/unlearn/${{item.run}}", f"{models}/unlearned/${{item.run}}",
+                unlearn_params, f"{runs}/unlearn/${{item.run}}", f"{models}/unlearned/${{item.run}}",
                 {"run": "${wmdp.unlearn.runs}"}),
             "wmdp-undo": self._training(
                 "wmdp_undo", "undo-${item.teacher}-${item.alpha}",
                 {"teacher": "${item.teacher}", "alpha": "${item.alpha}", "teacher_dir": f"{models}/unlearned/${{item.teacher}}"},
-                [f"{models}/unlearned/${{item.teacher}}"], ["wmdp.undo"], f"{runs}/undo/{undo}", f"{models}/undo/{undo}",
-                undo_matrix),
+                [f"{models}/unlearned/${{item.teacher}}"],
+                [*self.EVALUATE, "wmdp.data.distill_seq_len", "wmdp.undo.beta", "wmdp.undo.train"],
+                f"{runs}/undo/{undo}", f"{models}/undo/{undo}", undo_matrix),
             "wmdp-relearn-base": self._relearn("base", self.base, {}),
             "wmdp-relearn-unlearned": self._relearn("${item.run}", f"{models}/unlearned/${{item.run}}",
                                                     {"run": "${wmdp.unlearn.runs}"}),
@@ -323,14 +350,15 @@ class _WMDP:
             "wmdp-figures": self._stage(
                 "wmdp_figures", "figures", {"runs_dir": f"{self.root}/runs", "timing_dir": f"{self.root}/timing",
                                             "out_dir": f"{self.root}/figures"},
-                [f"{self.root}/runs"], ["shared.seeds", "wmdp.unlearn.runs", "wmdp.undo", "wmdp.relearn"],
+                ["data", f"{self.root}/runs"],
+                ["shared.seeds", "wmdp.evaluate", "wmdp.unlearn.runs", "wmdp.undo", "wmdp.relearn"],
                 _uncached(f"{self.root}/figures"), modules=WMDP_FIGURES),
         }
 
     def _relearn(self, model_name: str, model_dir: str, matrix: dict) -> dict:
         return self._training("wmdp_relearn", f"relearn-{model_name}", {"model_name": model_name, "model_dir": model_dir},
-                              [model_dir], ["wmdp.relearn"], f"{self.root}/runs/seed_{self.seed}/relearn/{model_name}",
-                              None, matrix)
+                              [model_dir], [*self.FORGET_EVALUATE, "wmdp.data.relearn_seq_len", "wmdp.relearn"],
+                              f"{self.root}/runs/seed_{self.seed}/relearn/{model_name}", None, matrix)
 
 
 def pipeline() -> dict:
@@ -351,12 +379,21 @@ def missing_tracked_params(data: dict) -> list[str]:
     missing = []
     for stage in pipeline()["stages"].values():
         for key in stage.get("params", []):
-            node = data
-            for part in key.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            if node is None and key not in missing:
+            if "${" in key:  # a matrix item's key, such as wmdp.unlearn.${item.run}: its parent is checked
+                key = key[: key.index("${")].rstrip(".")
+            if not _has_key(data, key) and key not in missing:
                 missing.append(key)
     return missing
+
+
+def _has_key(data: dict, dotted: str) -> bool:
+    """Tell whether the dotted key is written out in ``data``; a null value counts, as it does for DVC."""
+    node = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _setting_problems(data: dict) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from undo_lib.config import (CorpusParams, MultipleChoiceTaskParams, TrainParams
                              WMDPParams)
 from undo_lib.corpora import TextSource, load_corpus, mix_corpora, summarize_mixture
 from undo_lib.data import PackedData, pack
+from undo_lib.evaluate import text_ce
 from undo_lib.io import atomic_dir, derive_seed, file_sha256, read_json, read_jsonl, write_json, write_jsonl
 from undo_lib.multiple_choice import evaluate_multiple_choice, harness_evaluate_model, load_questions
 from undo_lib.prepare import MANIFEST
@@ -38,8 +40,10 @@ from undo_lib.wmdp_losses import MaxEntWMDPParams, RMUWMDPParams
 logger = logging.getLogger(__name__)
 
 # Files of the data stage: the unlearning forget set, the unlearning retain mixture, the UNDO
-# distillation mixture and the relearning mixture
-DATA_FILES = ("forget.jsonl", "unlearn_retain.jsonl", "distill.jsonl", "relearn.jsonl")
+# distillation mixture, the relearning mixture and the held-out forget and retain documents
+DATA_FILES = ("forget.jsonl", "unlearn_retain.jsonl", "distill.jsonl", "relearn.jsonl", "forget_validation.jsonl",
+              "retain_validation.jsonl")
+PRETRAIN_FILE = "pretrain.jsonl"  # the stand-in's pretraining text, written only for model.source: config
 SOURCE_RECORD = "source.json"  # written to the base folder when the model is not the stand-in
 
 
@@ -58,18 +62,38 @@ def _mixture(corpora: dict, probabilities: dict[str, float], w: WMDPParams, seed
     return mix_corpora(documents, probabilities, seed, w.data.stopping_strategy, w.data.mixture_unit)
 
 
+def _hold_out(corpus, count: int) -> list[dict]:
+    """Remove the first ``count`` (shuffled) documents of ``corpus`` and return them as records."""
+    if len(corpus.documents) <= count:
+        raise ValueError(f"corpus {corpus.name!r} has {len(corpus.documents)} documents, too few to hold out "
+                         f"wmdp.data.validation_documents={count} and train on the rest. Lower it or add text.")
+    held_out, corpus.documents = corpus.documents[:count], corpus.documents[count:]
+    return [{"text": text, "source": corpus.name} for text in held_out]
+
+
 def build_wmdp_files(w: WMDPParams, seed: int) -> tuple[dict[str, list[dict]], list[dict]]:
-    """Read every corpus and build the four data files; return them and the corpora's provenance."""
+    """Read every corpus and build the data files; return them and the corpora's provenance.
+
+    The first ``validation_documents`` of the shuffled forget and retain corpora are held out for the
+    CE metrics, so no training file contains them.
+    """
     d = w.data
     entries = {"forget": d.forget, "retain": d.retain, **d.general}
     corpora = {name: load_corpus(name, text_source(c), c.max_chars, d.min_chars, derive_seed(seed, "wmdp", name))
                for name, c in entries.items()}
+    validation = {f"{name}_validation.jsonl": _hold_out(corpora[name], d.validation_documents)
+                  for name in ("forget", "retain")}
     files = {
         "forget.jsonl": [{"text": text, "source": "forget"} for text in corpora["forget"].documents],
         "unlearn_retain.jsonl": _mixture(corpora, d.unlearn_retain_mixture, w, derive_seed(seed, "unlearn")),
         "distill.jsonl": _mixture(corpora, d.distill_mixture, w, derive_seed(seed, "distill")),
         "relearn.jsonl": _mixture(corpora, d.relearn_mixture, w, derive_seed(seed, "relearn")),
+        **validation,
     }
+    if w.model.source == "config":
+        pretrain = [{"text": text, "source": name} for name, corpus in corpora.items() for text in corpus.documents]
+        random.Random(derive_seed(seed, "pretrain")).shuffle(pretrain)
+        files[PRETRAIN_FILE] = pretrain
     return files, [corpus.record() for corpus in corpora.values()]
 
 
@@ -107,7 +131,7 @@ def write_base(w: WMDPParams, data_dir: str | Path, base_dir: str | Path, seed: 
         with atomic_dir(base_dir) as tmp:
             write_json(tmp / SOURCE_RECORD, record)
         return record
-    texts = [r["text"] for name in DATA_FILES for r in read_jsonl(Path(data_dir) / name)]
+    texts = [r["text"] for r in read_jsonl(Path(data_dir) / PRETRAIN_FILE)]
     tokenizer = train_tokenizer(texts, m.stand_in_vocab_size)
     model = write_random_gemma2(base_dir, tokenizer, m.stand_in, seed)
     return {"source": "config", "vocab_size": len(tokenizer),
@@ -165,17 +189,27 @@ def adds_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
-class MultipleChoiceEvaluator:
-    """Accuracy on the forget benchmark (``forget``) and the retain benchmark (``retain``).
+def validation_data(tokenizer, data_dir: str | Path, seq_len: int) -> dict[str, PackedData]:
+    """Pack the held-out forget and retain documents of the data stage for the CE metrics."""
+    return {role: pack_texts(tokenizer, read_jsonl(Path(data_dir) / f"{role}_validation.jsonl"), seq_len)
+            for role in ("forget", "retain")}
 
-    The metrics also record the number of questions and, for the harness, the task version.
-    ``forget_only`` skips the retain benchmark, because Lee et al. evaluate only WMDP during relearning.
+
+class MultipleChoiceEvaluator:
+    """Accuracy on the forget benchmark (``forget``) and the retain benchmark (``retain``), and CEs.
+
+    The metrics also record the number of questions and, for the harness, the task version. With
+    ``validation`` (``validation_data``), they add the next-token CE on held-out forget and retain
+    documents (``forget_ce``, ``retain_ce``), a metric that moves even where accuracy stays at chance.
+    ``forget_only`` skips the retain metrics, because Lee et al. evaluate only WMDP during relearning.
     """
 
-    def __init__(self, params: WMDPEvaluateParams, tokenizer, forget_only: bool = False):
+    def __init__(self, params: WMDPEvaluateParams, tokenizer, forget_only: bool = False,
+                 validation: dict[str, PackedData] | None = None):
         self.params = params
         self.tokenizer = tokenizer
         self.tasks = {"forget": params.forget} if forget_only else {"forget": params.forget, "retain": params.retain}
+        self.validation = {role: data for role, data in (validation or {}).items() if role in self.tasks}
         self.questions = {}
         if params.backend == "builtin":
             self.questions = {role: self._questions(task) for role, task in self.tasks.items()}
@@ -188,6 +222,12 @@ class MultipleChoiceEvaluator:
 
     def __call__(self, model) -> dict:
         metrics = {}
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            for role, data in self.validation.items():
+                metrics[f"{role}_ce"] = text_ce(model, data, self.params.batch_size)
+        model.train(was_training)
         for role, task in self.tasks.items():
             result = self._builtin(model, role, task) if self.params.backend == "builtin" else \
                 self._harness(model, task)
@@ -232,6 +272,17 @@ def unlearn_setup(w: WMDPParams, run: str) -> tuple[str, MaxEntWMDPParams | RMUW
         return "MaxEnt", dataclasses.replace(maxent, repnoise_alpha=u.RepNoise.alpha,
                                              repnoise_beta=u.RepNoise.beta), train_params
     return "MaxEnt", maxent, train_params
+
+
+FINAL_METRICS = ("forget", "retain", "forget_ce", "retain_ce")
+
+
+def final_metrics(history: list[dict]) -> dict:
+    """The evaluation metrics of the last evaluated step of a training history."""
+    for row in reversed(history):
+        if "forget" in row:
+            return {key: row[key] for key in FINAL_METRICS if key in row}
+    raise ValueError("no evaluated step in the training history")
 
 
 def undo_name(teacher: str, alpha: float) -> str:

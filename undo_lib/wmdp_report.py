@@ -47,41 +47,77 @@ def collect_wmdp(params: Params, runs_dir: str | Path) -> dict:
     return {"models": pd.DataFrame(rows), "history": pd.concat(histories, ignore_index=True)}
 
 
-def summarize_wmdp(runs: dict) -> dict:
-    """Per model: retain and forget accuracy before the attack and the worst case over LRs at each step.
+METRICS = ("retain", "forget", "retain_ce", "forget_ce")
 
-    The worst case is taken per seed (the attacker's best LR at each step), then averaged over seeds.
+
+def _worst_curves(history: pd.DataFrame, metric: str, higher_is_worse: bool) -> pd.DataFrame:
+    """The attacker's best LR per seed and step, then the mean over seeds: [model x step]."""
+    per_seed = [worst_case(group, metric, higher_is_worse).assign(seed=seed) for seed, group in history.groupby("seed")]
+    return pd.concat(per_seed).groupby(["model", "step"], sort=False)[metric].mean().unstack("step")
+
+
+def summarize_wmdp(runs: dict) -> dict:
+    """Per model: metrics before the attack and the worst case over LRs at each attack step.
+
+    The worst case is taken per seed (the attacker's best LR at each step: the highest forget
+    accuracy, the lowest forget CE), then averaged over seeds.
     """
-    per_seed = [worst_case(group, "forget").assign(seed=seed) for seed, group in runs["history"].groupby("seed")]
-    curves = pd.concat(per_seed).groupby(["model", "step"], sort=False)["forget"].mean().unstack("step")
-    table = runs["models"].groupby(["model", "kind"], sort=False)[["retain", "forget"]].mean().reset_index()
+    history = runs["history"]
+    curves = {"forget": _worst_curves(history, "forget", True)}
+    if "forget_ce" in history:
+        curves["forget_ce"] = _worst_curves(history, "forget_ce", False)
+    present = [m for m in METRICS if m in runs["models"]]
+    table = runs["models"].groupby(["model", "kind"], sort=False)[present].mean().reset_index()
     models = []
     for row in table.to_dict("records"):
-        curve = curves.loc[row["model"]].dropna()
-        models.append({**row, "relearned": {int(step): float(acc) for step, acc in curve.items()}})
+        relearned = {metric: {int(step): float(value) for step, value in curve.loc[row["model"]].dropna().items()}
+                     for metric, curve in curves.items()}
+        models.append({**row, "relearned": relearned})
     seeds = sorted(runs["models"]["seed"].unique().tolist())
     return {"seeds": seeds, "models": models}
 
 
-def plot_wmdp_relearning(summary: dict, path: str | Path, forget_name: str = "forget",
-                         retain_name: str = "retain", chance: float | None = None):
-    """Forget accuracy vs attack steps per model, retain accuracy in the legend; saved to ``path``."""
-    figure, axis = plt.subplots(figsize=(9.0, 4.5))
-    styles = {"base": "-", "unlearned": "--", "UNDO": "-"}
+def summary_table(summary: dict) -> pd.DataFrame:
+    """One row per model: the metrics before the attack and the worst-case forget accuracy per step."""
+    rows = []
     for model in summary["models"]:
-        steps, accs = zip(*sorted(model["relearned"].items()))
-        axis.plot(steps, accs, styles[model["kind"]], marker="o", color="black" if model["kind"] == "base" else None,
+        row = {key: value for key, value in model.items() if key != "relearned"}
+        row.update({f"forget after {step}": acc for step, acc in model["relearned"]["forget"].items() if step > 0})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def _plot_curves(axis, summary: dict, metric: str, styles: dict, retain_name: str) -> None:
+    for model in summary["models"]:
+        steps, values = zip(*sorted(model["relearned"][metric].items()))
+        axis.plot(steps, values, styles[model["kind"]], marker="o", color="black" if model["kind"] == "base" else None,
                   label=f"{model['model']} ({retain_name} {model['retain']:.3f})")
-    if chance is not None:
-        axis.axhline(chance, color="grey", linewidth=0.8, linestyle=":", label=f"chance ({chance:.2f})")
-    all_steps = sorted({step for model in summary["models"] for step in model["relearned"]})
+    all_steps = sorted({step for model in summary["models"] for step in model["relearned"][metric]})
     axis.set_xscale("symlog", linthresh=max(1, min((s for s in all_steps if s > 0), default=1)))
     axis.set_xticks(all_steps, [str(step) for step in all_steps])
     axis.minorticks_off()
     axis.set_xlabel("relearning steps")
-    axis.set_ylabel(f"{forget_name} accuracy\n(worst case over LRs)")
-    axis.set_title(f"Relearning attacks, mean of {len(summary['seeds'])} seed(s)")
-    axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def plot_wmdp_relearning(summary: dict, path: str | Path, forget_name: str = "forget",
+                         retain_name: str = "retain", chance: float | None = None):
+    """Forget accuracy (and forget CE, when measured) vs attack steps per model; saved to ``path``.
+
+    The legend gives each model's retain accuracy before the attack.
+    """
+    with_ce = all("forget_ce" in model["relearned"] for model in summary["models"])
+    figure, axes = plt.subplots(1, 2 if with_ce else 1, figsize=(13.0 if with_ce else 9.0, 4.5), squeeze=False)
+    styles = {"base": "-", "unlearned": "--", "UNDO": "-"}
+    _plot_curves(axes[0, 0], summary, "forget", styles, retain_name)
+    if chance is not None:
+        axes[0, 0].axhline(chance, color="grey", linewidth=0.8, linestyle=":", label=f"chance ({chance:.2f})")
+    axes[0, 0].set_ylabel(f"{forget_name} accuracy\n(worst case over LRs)")
+    if with_ce:
+        _plot_curves(axes[0, 1], summary, "forget_ce", styles, retain_name)
+        axes[0, 1].set_ylabel("CE on held-out forget documents\n(worst case over LRs)")
+    figure.suptitle(f"Relearning attacks, mean of {len(summary['seeds'])} seed(s)")
+    axes[0, -1].legend(*axes[0, 0].get_legend_handles_labels(), fontsize=8, loc="center left",
+                       bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -91,13 +127,18 @@ def plot_wmdp_relearning(summary: dict, path: str | Path, forget_name: str = "fo
 
 
 def markdown_table(summary: dict) -> str:
-    """The README's WMDP table: retain and forget accuracy before the attack and at each attack step."""
-    steps = sorted({step for model in summary["models"] for step in model["relearned"] if step > 0})
-    header = "| model | retain acc | forget acc | " + " | ".join(f"forget after {s}" for s in steps) + " |"
-    lines = [header, "|" + "---|" * (3 + len(steps))]
+    """The README's WMDP table: metrics before the attack and the worst-case forget metrics after it."""
+    steps = sorted({step for model in summary["models"] for step in model["relearned"]["forget"] if step > 0})
+    with_ce = all("forget_ce" in model for model in summary["models"])
+    before = ["retain acc", "forget acc"] + (["retain CE", "forget CE"] if with_ce else [])
+    after = [f"forget acc after {s}" for s in steps] + ([f"forget CE after {s}" for s in steps] if with_ce else [])
+    lines = ["| model | " + " | ".join(before + after) + " |", "|" + "---|" * (1 + len(before) + len(after))]
     for model in summary["models"]:
-        after = " | ".join(f"{model['relearned'].get(s, float('nan')):.3f}" for s in steps)
-        lines.append(f"| {model['model']} | {model['retain']:.3f} | {model['forget']:.3f} | {after} |")
+        values = [model["retain"], model["forget"]] + ([model["retain_ce"], model["forget_ce"]] if with_ce else [])
+        values += [model["relearned"]["forget"].get(s, float("nan")) for s in steps]
+        if with_ce:
+            values += [model["relearned"]["forget_ce"].get(s, float("nan")) for s in steps]
+        lines.append(f"| {model['model']} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from undo_lib.config import Params, ParamsError, load_params
+from undo_lib.config import Params, ParamsError, WMDPParams, load_params
 from undo_lib.io import derive_seed, seed_everything, setup_notebook
 from undo_lib.model import resolve_device
 from undo_lib.prepare import MANIFEST, verify_data
@@ -41,12 +41,29 @@ def start_wmdp_stage(params_file: str, stage: str, item: str = "",
     return params, device, stage_seed
 
 
-def check_data(data_dir: str | Path) -> None:
-    """Check that the WMDP data stage's files exist and match its manifest."""
+def check_data(data_dir: str | Path, extra: list[str] | tuple[str, ...] = ()) -> None:
+    """Check that the WMDP data stage's files (and ``extra`` ones) exist and match its manifest."""
     if not (Path(data_dir) / MANIFEST).is_file():
         raise FileNotFoundError(f"{Path(data_dir) / MANIFEST} not found: run the WMDP data stage first "
                                 "(`dvc repro wmdp-data`).")
-    verify_data(data_dir, DATA_FILES)
+    verify_data(data_dir, [*DATA_FILES, *extra])
+
+
+def check_local_files(w: WMDPParams) -> None:
+    """Check that every local file the params name exists, naming the key of a missing one."""
+    d, e = w.data, w.evaluate
+    files = {f"wmdp.data.{name}.path": corpus.path
+             for name, corpus in {"forget": d.forget, "retain": d.retain, **d.general}.items() if corpus.kind == "jsonl"}
+    if e.backend == "builtin":
+        files.update({f"wmdp.evaluate.{role}.{key}": getattr(task, key) for role, task in
+                      (("forget", e.forget), ("retain", e.retain)) for key in ("questions", "fewshot_questions")
+                      if getattr(task, key)})
+    elif e.harness_include_path:
+        files["wmdp.evaluate.harness_include_path"] = e.harness_include_path
+    missing = [f"{key}: {path}" for key, path in files.items() if not Path(path).exists()]
+    if missing:
+        raise FileNotFoundError("files named in params.yaml not found (run from the repository root, or fix the "
+                                "paths): " + "; ".join(missing))
 
 
 def check_model_dir(model_dir: str | Path) -> None:

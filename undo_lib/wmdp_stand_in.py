@@ -80,12 +80,14 @@ def _documents(rng: random.Random, facts: list[dict], count: int, per_document: 
 
 
 def _questions(rng: random.Random, facts: list[dict], subject: str) -> list[dict]:
+    """One four-choice question per fact. The answer letters cycle A, B, C, D, so a model that always
+    picks the same letter scores chance (0.25) on every 4 consecutive questions."""
     questions = []
-    for fact in facts:
-        choices = [fact["value"], *rng.sample([v for v in fact["pool"] if v != fact["value"]], 3)]
-        rng.shuffle(choices)
-        questions.append({"question": fact["question"], "choices": choices, "answer": choices.index(fact["value"]),
-                          "subject": subject})
+    for index, fact in enumerate(facts):
+        choices = rng.sample([v for v in fact["pool"] if v != fact["value"]], 3)
+        choices.insert(index % 4, fact["value"])
+        questions.append({"question": fact["question"], "choices": choices, "answer": index % 4, "subject": subject})
+    rng.shuffle(questions)
     return questions
 
 
