@@ -23,6 +23,7 @@ from undo_lib.multiple_choice import (
     harness_evaluate,
     load_questions,
     select_fewshot,
+    summarize_harness_task,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "multiple_choice"
@@ -121,6 +122,53 @@ def test_left_truncation(caplog):
     assert model.inputs[0][0].tolist() == [VOCAB["Q"], VOCAB["Q"], COLON, SPACE]
     assert scores[0] == pytest.approx(EXPECTED_A, abs=1e-5)
     assert "truncating" in caplog.text
+
+
+def test_bos_from_tokenizer():
+    # "<bos>" and "D" swap ids, so the bos id is 10 and both rows of the bigram table stay uniform.
+    vocab = dict(VOCAB, **{"<bos>": VOCAB["D"], "D": VOCAB["<bos>"]})
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>")),
+        pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+    )
+    model = BigramModel()
+    scores = choice_loglikelihoods(model, tokenizer, "QQ:", [" A", " B"])
+
+    assert tokenizer.bos_token_id == 10
+    assert model.inputs[0][:, 0].tolist() == [10, 10]
+    assert scores[0] == pytest.approx(EXPECTED_A, abs=1e-5)
+    assert scores[1] == pytest.approx(EXPECTED_B, abs=1e-5)
+
+
+def test_missing_bos_rejected():
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.BPE(vocab=VOCAB, merges=[], unk_token="<unk>")),
+        pad_token="<pad>", eos_token="<eos>", unk_token="<unk>",
+    )
+    with pytest.raises(ValueError, match="has no bos token"):
+        choice_loglikelihoods(BigramModel(), tokenizer, "QQ:", [" A"])
+
+    scores = choice_loglikelihoods(BigramModel(), tokenizer, "QQ:", [" A"], add_bos=False)
+    assert scores[0] == pytest.approx(EXPECTED_A, abs=1e-5)
+
+
+def test_padding_falls_back_to_eos():
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.BPE(vocab=VOCAB, merges=[], unk_token="<unk>")),
+        eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+    )
+    model = BigramModel()
+    scores = choice_loglikelihoods(model, tokenizer, "QQ:", [" A", " AB"])
+
+    assert tokenizer.pad_token_id is None
+    assert model.inputs[0][0].tolist() == [VOCAB["<bos>"], VOCAB["Q"], VOCAB["Q"], COLON, SPACE, VOCAB["<eos>"]]
+    assert scores[0] == pytest.approx(EXPECTED_A, abs=1e-5)
+
+
+def test_padding_uses_pad_id():
+    model = BigramModel()
+    choice_loglikelihoods(model, char_tokenizer(), "QQ:", [" A", " AB"])
+    assert model.inputs[0][0, -1].item() == VOCAB["<pad>"]
 
 
 def test_continuation_too_long_rejected():
@@ -247,6 +295,133 @@ def test_harness_matches_builtin(tmp_path, monkeypatch, tokenizer, tiny_model_pa
     assert harness["acc"] == builtin["acc"]
     for harness_scores, question in zip(harness["loglikelihoods"], builtin["per_question"]):
         assert harness_scores == pytest.approx(question["loglikelihoods"], abs=1e-4)
+
+
+LEAF_TASK_YAML = """\
+task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data_file}
+test_split: test
+output_type: multiple_choice
+description: "The following are multiple choice questions (with answers) about imaginary geography.\\n\\n"
+doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
+doc_to_choice: ["A", "B", "C", "D"]
+doc_to_target: answer
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+GROUP_YAML = """\
+group: undo_geography_group
+task:
+  - undo_geography_part_one
+  - undo_geography_part_two
+aggregate_metric_list:
+  - metric: acc
+    weight_by_size: true
+metadata:
+  version: 3
+"""
+
+
+def test_harness_group_matches_builtin(tmp_path, monkeypatch, tokenizer, tiny_model_params, questions,
+                                       dev_questions):
+    try:
+        import accelerate  # noqa: F401
+        import lm_eval  # noqa: F401
+    except ImportError as err:
+        pytest.skip(f"lm_eval[hf] is not installed ({err}); pip install 'lm_eval[hf]==0.4.13' to run this test")
+
+    # Two leaf tasks of different sizes (4 and 3 questions), so a size-weighted group accuracy
+    # differs from the plain mean of the two task accuracies unless both are equal.
+    tasks_dir = tmp_path / "tasks"
+    tasks_dir.mkdir()
+    for name, source in [("undo_geography_part_one", "questions.jsonl"), ("undo_geography_part_two", "dev.jsonl")]:
+        (tasks_dir / f"{name}.jsonl").write_text((FIXTURES / source).read_text(encoding="utf-8"), encoding="utf-8")
+        (tasks_dir / f"{name}.yaml").write_text(LEAF_TASK_YAML.format(name=name, data_file=f"{name}.jsonl"),
+                                                encoding="utf-8")
+    (tasks_dir / "undo_geography_group.yaml").write_text(GROUP_YAML, encoding="utf-8")
+    model = build_model(tiny_model_params, len(tokenizer), seed=0)
+    save_model(model, tokenizer, tmp_path / "model")
+    monkeypatch.chdir(tasks_dir)  # the task YAMLs name their data files relative to the working directory
+
+    harness = harness_evaluate(tmp_path / "model", ["undo_geography_group"], num_fewshot=0, batch_size=16,
+                               include_path=tasks_dir, log_samples=True)["undo_geography_group"]
+    builtin = evaluate_multiple_choice(model, tokenizer, questions + dev_questions, add_bos=False)
+    part_accs = [evaluate_multiple_choice(model, tokenizer, part, add_bos=False)["acc"]
+                 for part in (questions, dev_questions)]
+
+    assert part_accs[0] != part_accs[1], "equal part accuracies cannot tell size weighting from a plain mean"
+    assert harness["n"] == len(questions) + len(dev_questions)
+    assert harness["version"] == "3"
+    assert harness["acc"] == pytest.approx(builtin["acc"], abs=1e-12)
+    assert len(harness["loglikelihoods"]) == builtin["n"]
+    for harness_scores, question in zip(harness["loglikelihoods"], builtin["per_question"]):
+        assert harness_scores == pytest.approx(question["loglikelihoods"], abs=1e-4)
+
+
+def fake_sample(doc_id: int, loglikelihood: float) -> dict:
+    return {"doc_id": doc_id, "filtered_resps": [(loglikelihood, False), (loglikelihood - 1.0, False)]}
+
+
+def fake_group_output() -> dict:
+    """Output in the shape of lm_eval 0.4.13 for a group "outer" over a leaf and a nested group."""
+    return {
+        "results": {
+            "outer": {"acc,none": 0.6}, "inner": {"acc,none": 0.5},
+            "leaf_a": {"acc,none": 0.75}, "leaf_b": {"acc,none": 1.0}, "leaf_c": {"acc,none": 0.0},
+        },
+        "group_subtasks": {"outer": ["leaf_a", "inner"], "inner": ["leaf_b", "leaf_c"]},
+        "versions": {"outer": "N/A", "inner": "2", "leaf_a": 1.0, "leaf_b": 1.0, "leaf_c": 1.0},
+        "n-samples": {
+            "leaf_a": {"original": 4, "effective": 4},
+            "leaf_b": {"original": 3, "effective": 1},
+            "leaf_c": {"original": 2, "effective": 1},
+        },
+        "samples": {
+            "leaf_a": [fake_sample(1, -1.0), fake_sample(0, -0.5)],
+            "leaf_b": [fake_sample(0, -2.0)],
+            "leaf_c": [fake_sample(0, -3.0)],
+        },
+    }
+
+
+def test_summarize_nested_group():
+    summary = summarize_harness_task(fake_group_output(), "outer", log_samples=True)
+
+    assert summary["acc"] == 0.6
+    assert summary["n"] == 6
+    assert summary["version"] is None
+    assert [scores[0] for scores in summary["loglikelihoods"]] == [-0.5, -1.0, -2.0, -3.0]
+
+
+def test_summarize_inner_group_and_leaf():
+    output = fake_group_output()
+
+    inner = summarize_harness_task(output, "inner", log_samples=False)
+    leaf = summarize_harness_task(output, "leaf_a", log_samples=False)
+
+    assert inner == {"acc": 0.5, "n": 2, "version": "2"}
+    assert leaf == {"acc": 0.75, "n": 4, "version": 1.0}
+
+
+def test_summarize_group_without_acc():
+    output = fake_group_output()
+    output["results"]["outer"] = {"alias": "outer", "name": "outer"}
+    with pytest.raises(ValueError, match="aggregate_metric_list"):
+        summarize_harness_task(output, "outer", log_samples=False)
+
+
+def test_summarize_missing_version():
+    output = fake_group_output()
+    del output["versions"]["leaf_a"]
+    assert summarize_harness_task(output, "leaf_a", log_samples=False)["version"] is None
 
 
 # ----------------------------------------------------------------------------------------------

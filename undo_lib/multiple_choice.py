@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from undo_lib.tokenizer import BOS_ID, PAD_ID
+from undo_lib.tokenizer import PAD_ID
 
 logger = logging.getLogger(__name__)
 
@@ -183,19 +183,44 @@ def truncate_left(ids: list[int], num_scored: int, max_positions: int) -> list[i
     return ids[-(max_positions + 1):]
 
 
+def padding_id(tokenizer) -> int:
+    """Return the id that fills padding positions: the tokenizer's pad id, else its eos id, else 0.
+
+    Any id in the vocabulary works, because ``score_sequences`` pads on the right and reads no
+    logits at padding positions.
+    """
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    return 0
+
+
+def bos_id(tokenizer) -> int:
+    """Return the tokenizer's bos id, or raise ValueError naming the tokenizer when it has none."""
+    if tokenizer.bos_token_id is None:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ValueError(
+            f"add_bos=True but tokenizer {name!r} has no bos token. Pass add_bos=False, or set the "
+            "tokenizer's bos_token."
+        )
+    return tokenizer.bos_token_id
+
+
 @torch.no_grad()
-def score_sequences(model, sequences: list[tuple[list[int], int]], batch_size: int) -> list[float]:
+def score_sequences(model, sequences: list[tuple[list[int], int]], batch_size: int,
+                    pad_id: int = PAD_ID) -> list[float]:
     """Sum the log-probabilities of the last ``n`` tokens of each ``(ids, n)``, in batches of rows.
 
-    Rows are right-padded with ``<pad>``. Causal attention never lets a real token see the
-    padding, so no attention mask is passed, as in ``undo_lib.evaluate.text_ce``.
+    Rows are right-padded with ``pad_id`` (``<pad>`` of this project's tokenizers by default).
+    Causal attention never lets a real token see the padding, and only logits at real positions
+    are read, so no attention mask is passed, as in ``undo_lib.evaluate.text_ce``.
     """
     device = next(model.parameters()).device
     scores = []
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start : start + batch_size]
         width = max(len(ids) - 1 for ids, _ in chunk)
-        inputs = torch.full((len(chunk), width), PAD_ID, dtype=torch.long)
+        inputs = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         for row, (ids, _) in enumerate(chunk):
             inputs[row, : len(ids) - 1] = torch.tensor(ids[:-1])
         log_probs = torch.log_softmax(model(input_ids=inputs.to(device)).logits.float(), dim=-1)
@@ -208,12 +233,17 @@ def score_sequences(model, sequences: list[tuple[list[int], int]], batch_size: i
 
 def request_sequences(model, tokenizer, context: str, continuations: list[str],
                       add_bos: bool = True) -> list[tuple[list[int], int]]:
-    """Encode one ``(ids, number of continuation tokens)`` per continuation, cut to the model's length."""
+    """Encode one ``(ids, number of continuation tokens)`` per continuation, cut to the model's length.
+
+    With ``add_bos`` the ids start with ``tokenizer.bos_token_id``. Raises ValueError when the
+    tokenizer has no bos token.
+    """
     max_positions = model.config.max_position_embeddings
+    prefix = [bos_id(tokenizer)] if add_bos else []
     sequences = []
     for continuation in continuations:
         context_ids, continuation_ids = encode_pair(tokenizer, context, continuation)
-        ids = ([BOS_ID] if add_bos else []) + context_ids + continuation_ids
+        ids = prefix + context_ids + continuation_ids
         sequences.append((truncate_left(ids, len(continuation_ids), max_positions), len(continuation_ids)))
     return sequences
 
@@ -222,12 +252,12 @@ def choice_loglikelihoods(model, tokenizer, context: str, continuations: list[st
                           add_bos: bool = True) -> list[float]:
     """Sum the log-likelihoods of each continuation's tokens given ``context``, in one forward pass.
 
-    With ``add_bos`` the ids start with ``<bos>`` (id 2 in this project's tokenizers), as in
-    training. A prompt longer than ``model.config.max_position_embeddings`` loses tokens from the
-    left, with a logged warning.
+    With ``add_bos`` the ids start with the tokenizer's bos token (``<bos>``, id 2, in this
+    project's tokenizers), as in training. A prompt longer than
+    ``model.config.max_position_embeddings`` loses tokens from the left, with a logged warning.
     """
     sequences = request_sequences(model, tokenizer, context, continuations, add_bos)
-    return score_sequences(model, sequences, batch_size=len(sequences))
+    return score_sequences(model, sequences, batch_size=len(sequences), pad_id=padding_id(tokenizer))
 
 
 def evaluate_multiple_choice(model, tokenizer, questions: list[dict], num_fewshot: int = 0,
@@ -260,7 +290,7 @@ def evaluate_multiple_choice(model, tokenizer, questions: list[dict], num_fewsho
         continuations = answer_continuations(len(question["choices"]))
         spans.append((len(sequences), len(sequences) + len(continuations)))
         sequences += request_sequences(model, tokenizer, build_prompt(question, fewshot), continuations, add_bos)
-    scores = score_sequences(model, sequences, batch_size)
+    scores = score_sequences(model, sequences, batch_size, pad_id=padding_id(tokenizer))
     model.train(was_training)
 
     per_question = []
@@ -291,9 +321,9 @@ def harness_evaluate(model_dir: str | Path, tasks: list[str], num_fewshot: int |
     Gemma-2-2B, which Lee et al. unlearn and evaluate in bfloat16. The defaults are CPU and float32.
 
     Returns:
-        Per task: ``{"acc", "n", "version"}``, where ``n`` is the number of questions scored. With
-        ``log_samples``, also ``"loglikelihoods"``: one list of choice log-likelihoods per question,
-        in dataset order.
+        Per task or group: ``{"acc", "n", "version"}``, where ``n`` is the number of questions
+        scored. With ``log_samples``, also ``"loglikelihoods"``: one list of choice log-likelihoods
+        per question, in dataset order (for a group, in the order ``summarize_harness_task`` gives).
 
     Raises:
         ImportError: lm_eval or its ``hf`` extra (accelerate) is not installed.
@@ -357,16 +387,67 @@ def harness_evaluate_model(model, tokenizer, tasks: list[str], num_fewshot: int 
 
 
 def summarize_harness_task(output: dict, task: str, log_samples: bool) -> dict:
-    """``acc``, question count and task version of one task in ``lm_eval.simple_evaluate``'s output."""
+    """Summarize one task or group of ``lm_eval.simple_evaluate``'s output (lm_eval 0.4.13).
+
+    ``acc`` is ``output["results"][task]["acc,none"]``. For a group, lm_eval computes it from the
+    group's ``aggregate_metric_list``, and with ``weight_by_size: true`` (the default, and MMLU's
+    setting) it is the accuracy over all questions of the group's leaf tasks. lm_eval records
+    ``n-samples`` only for leaf tasks, so a group's ``n`` is the sum of ``effective`` over its leaf
+    tasks. ``version`` is None where lm_eval records none ("N/A" for a group without
+    ``metadata.version``). With ``log_samples``, ``loglikelihoods`` lists the questions leaf task by
+    leaf task, in the depth-first order of ``output["group_subtasks"]``, and by ``doc_id`` within
+    each leaf task.
+
+    Raises:
+        KeyError: ``task`` is not in the output.
+        ValueError: ``task`` is a group without an ``acc`` aggregate in its ``aggregate_metric_list``.
+    """
+    if task not in output["results"]:
+        raise KeyError(f"task {task!r} not found in lm_eval's results, which contain {sorted(output['results'])}.")
+    result = output["results"][task]
+    if "acc,none" not in result:
+        raise ValueError(
+            f"lm_eval reported no 'acc,none' for {task!r}. A group needs aggregate_metric_list with "
+            "metric: acc in its YAML for lm_eval to aggregate its accuracy."
+        )
+    leaf_tasks = harness_leaf_tasks(output, task)
+    version = output.get("versions", {}).get(task)
     summary = {
-        "acc": output["results"][task]["acc,none"],
-        "n": output["n-samples"][task]["effective"],
-        "version": output["versions"][task],
+        "acc": result["acc,none"],
+        "n": sum(output["n-samples"][leaf]["effective"] for leaf in leaf_tasks),
+        "version": None if version in (None, "N/A") else version,
     }
     if log_samples:
-        samples = sorted(output["samples"][task], key=lambda sample: sample["doc_id"])
-        # Each filtered response of a loglikelihood request is (log-likelihood, is_greedy).
-        summary["loglikelihoods"] = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
+        summary["loglikelihoods"] = []
+        for leaf in leaf_tasks:
+            samples = sorted(output["samples"][leaf], key=lambda sample: sample["doc_id"])
+            # Each filtered response of a loglikelihood request is (log-likelihood, is_greedy).
+            summary["loglikelihoods"] += [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
+    if leaf_tasks != [task]:
+        logger.info("lm_eval group %s has %d leaf tasks", task, len(leaf_tasks))
     logger.info("lm_eval %s (version %s): acc %.4f on %d questions", task, summary["version"],
                 summary["acc"], summary["n"])
     return summary
+
+
+def harness_leaf_tasks(output: dict, task: str) -> list[str]:
+    """List the leaf tasks under ``task`` in ``simple_evaluate``'s output, depth first.
+
+    A leaf task is one with an ``n-samples`` entry. A group is expanded through
+    ``output["group_subtasks"]``, recursively, and a leaf reached twice is listed once.
+    """
+    leaves: list[str] = []
+    pending = [task]
+    while pending:
+        name = pending.pop(0)
+        if name in output["n-samples"]:
+            if name not in leaves:
+                leaves.append(name)
+        elif name in output.get("group_subtasks", {}):
+            pending[:0] = output["group_subtasks"][name]
+        else:
+            raise KeyError(
+                f"{name!r} (under {task!r}) is neither a leaf task with n-samples nor a group in "
+                "group_subtasks of lm_eval's output."
+            )
+    return leaves
