@@ -15,10 +15,11 @@ from undo_lib.config import ModelParams, ParamsError, load_params, params_from_d
 from undo_lib.io import read_jsonl, write_json
 from undo_lib.pretrained import PretrainedSource, PretrainedSourceError
 from undo_lib.tokenizer import BOS_ID, EOS_ID, train_tokenizer
-from undo_lib.wmdp import (DATA_FILES, SOURCE_RECORD, MultipleChoiceEvaluator, build_wmdp_files, load_wmdp_model,
-                           model_source, pack_texts, unlearn_setup, write_base)
+from undo_lib.wmdp import (DATA_FILES, PRETRAIN_FILE, SOURCE_RECORD, MultipleChoiceEvaluator, build_wmdp_files,
+                           final_metrics, load_wmdp_model, model_source, pack_texts, unlearn_setup, validation_data,
+                           write_base)
 from undo_lib.wmdp_report import markdown_table, summarize_wmdp
-from undo_lib.wmdp_stages import check_alpha, check_run, start_wmdp_stage
+from undo_lib.wmdp_stages import check_alpha, check_local_files, check_run, start_wmdp_stage
 from undo_lib.wmdp_stand_in import write_stand_in
 
 STAND_IN = ROOT / "data" / "wmdp-stand-in"
@@ -59,6 +60,14 @@ def small_model_params() -> ModelParams:
     ("wmdp.data.forget.config", "cyber-forget-corpus", "apply to kind: hub"),
     ("wmdp.model.dtype", "fp16", "wmdp.model.dtype"),
     ("wmdp.unlearn.RMU.layers", [3], "below hidden_layer"),
+    ("wmdp.undo.beta", 1.5, "wmdp.undo.beta"),
+    ("wmdp.model.source", "outputs/wmdp/models/base", "outside outputs/"),
+    ("wmdp.data.forget.path", "/tmp/forget.jsonl", "under data/"),
+    ("wmdp.data.forget.path", "corpora/forget.jsonl", "under data/"),
+    ("wmdp.evaluate.forget.questions", "../wmdp_bio.jsonl", "under data/"),
+    ("wmdp.evaluate.harness_include_path", "tasks", "under data/"),
+    ("wmdp.data.validation_documents", 0, "wmdp.data.validation_documents"),
+    ("wmdp.model.stand_in_pretrain.lr", None, "wmdp.model.stand_in_pretrain.lr"),
 ])
 def test_invalid_wmdp_params(wmdp_dict, key, value, words):
     set_key(wmdp_dict, key, value)
@@ -80,6 +89,15 @@ def test_stage_needs_wmdp_section(tmp_path, smoke_params_dict):
     path.write_text(yaml.safe_dump(smoke_params_dict))
     with pytest.raises(ParamsError, match="no 'wmdp' section"):
         start_wmdp_stage(str(path), "data")
+
+
+def test_missing_local_file_names_key(w, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    check_local_files(w)  # the committed stand-in is complete
+    moved = dataclasses.replace(w.evaluate, retain=dataclasses.replace(w.evaluate.retain,
+                                                                      fewshot_questions="data/no_dev.jsonl"))
+    with pytest.raises(FileNotFoundError, match="wmdp.evaluate.retain.fewshot_questions: data/no_dev.jsonl"):
+        check_local_files(dataclasses.replace(w, evaluate=moved))
 
 
 def test_notebook_argument_checks(w):
@@ -113,9 +131,15 @@ def test_stand_in_questions_have_one_true_answer():
             assert 0 <= q["answer"] < 4
 
 
+def test_stand_in_answer_letters_balanced():
+    """A model that always picks one letter scores chance, 0.25, on the forget questions."""
+    answers = [q["answer"] for q in read_jsonl(STAND_IN / "wmdp_bio.jsonl")]
+    assert [answers.count(letter) for letter in range(4)] == [len(answers) // 4] * 4
+
+
 def test_data_files_mix_the_named_corpora(w):
     files, corpora = build_wmdp_files(w, seed=0)
-    assert sorted(files) == sorted(DATA_FILES)
+    assert sorted(files) == sorted([*DATA_FILES, PRETRAIN_FILE])
     assert {r["source"] for r in files["relearn.jsonl"]} == {"forget", "retain"}
     assert {r["source"] for r in files["unlearn_retain.jsonl"]} == {"retain", "wikitext"}
     assert {r["source"] for r in files["distill.jsonl"]} == {"web", "wikitext"}
@@ -124,6 +148,23 @@ def test_data_files_mix_the_named_corpora(w):
     # all_exhausted: every document of each mixed corpus appears at least once
     forget_texts = {r["text"] for r in files["forget.jsonl"]}
     assert forget_texts <= {r["text"] for r in files["relearn.jsonl"] if r["source"] == "forget"}
+
+
+def test_validation_documents_held_out(w):
+    """The CE documents are in no training file."""
+    files, _ = build_wmdp_files(w, seed=0)
+    held_out = {r["text"] for name in ("forget_validation.jsonl", "retain_validation.jsonl") for r in files[name]}
+    assert len(files["forget_validation.jsonl"]) == w.data.validation_documents
+    assert len(files["retain_validation.jsonl"]) == w.data.validation_documents
+    for name, records in files.items():
+        if "validation" not in name:
+            assert not held_out & {r["text"] for r in records}, f"{name} contains held-out documents"
+
+
+def test_pretrained_source_writes_no_pretrain_file(w):
+    local = dataclasses.replace(w, model=dataclasses.replace(w.model, source="/models/gemma"))
+    files, _ = build_wmdp_files(local, seed=0)
+    assert PRETRAIN_FILE not in files
 
 
 def test_missing_corpus_file_is_named(w, tmp_path):
@@ -151,16 +192,22 @@ def test_pack_texts_hand_computed(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def stand_in_dir(tmp_path_factory, w):
-    """The base stage's stand-in, written from the smoke data files."""
-    data_dir = tmp_path_factory.mktemp("wmdp_data")
-    files, _ = build_wmdp_files(w, seed=0)
+def stand_in_data(tmp_path_factory, w):
+    """The data stage's files for the smoke params."""
     from undo_lib.io import write_jsonl
 
+    data_dir = tmp_path_factory.mktemp("wmdp_data")
+    files, _ = build_wmdp_files(w, seed=0)
     for name, records in files.items():
         write_jsonl(data_dir / name, records)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def stand_in_dir(tmp_path_factory, w, stand_in_data):
+    """The base stage's stand-in (random, before its pretraining), written from the smoke data files."""
     base = tmp_path_factory.mktemp("wmdp_base") / "base"
-    record = write_base(w, data_dir, base, seed=0)
+    record = write_base(w, stand_in_data, base, seed=0)
     assert record["source"] == "config" and record["vocab_size"] == w.model.stand_in_vocab_size
     return base
 
@@ -182,6 +229,23 @@ def test_pretrained_source_is_recorded_not_copied(w, stand_in_dir, tmp_path):
     model, _ = load_wmdp_model(local, base, torch.device("cpu"))
     reference, _ = load_wmdp_model(w, stand_in_dir, torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+def test_replaced_local_weights_detected(w, stand_in_dir, tmp_path):
+    """Later stages reject a local source whose weights changed after the base stage recorded them."""
+    import shutil
+
+    from undo_lib.io import IntegrityError
+
+    source = tmp_path / "model"
+    shutil.copytree(stand_in_dir, source)
+    local = dataclasses.replace(w, model=dataclasses.replace(w.model, source=str(source)))
+    write_base(local, "unused", tmp_path / "base", seed=0)
+    model_source(local, tmp_path / "base")  # unchanged: accepted
+    with (source / "model.safetensors").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(IntegrityError, match="dvc repro -f wmdp-base"):
+        model_source(local, tmp_path / "base")
 
 
 def test_hub_failure_is_a_clear_error(w, tmp_path, monkeypatch):
@@ -207,6 +271,28 @@ def test_evaluator_counts_and_keys(w, stand_in_model):
     assert metrics["forget_n"] == w.evaluate.forget.limit and metrics["retain_n"] == w.evaluate.retain.limit
     assert 0 <= metrics["forget"] <= 1 and 0 <= metrics["retain"] <= 1
     assert set(MultipleChoiceEvaluator(w.evaluate, tokenizer, forget_only=True)(model)) == {"forget", "forget_n"}
+
+
+def test_evaluator_ce_hand_computed(w, stand_in_model, stand_in_data):
+    """forget_ce is the token-weighted next-token CE over the held-out forget documents."""
+    model, tokenizer = stand_in_model
+    validation = validation_data(tokenizer, stand_in_data, w.data.unlearn_seq_len)
+    metrics = MultipleChoiceEvaluator(w.evaluate, tokenizer, forget_only=True, validation=validation)(model)
+    data = validation["forget"]
+    with torch.no_grad():
+        logprobs = model(input_ids=data.input_ids).logits.log_softmax(-1)
+    targets = logprobs[:, :-1].gather(-1, data.input_ids[:, 1:, None])[..., 0]
+    mask = data.loss_mask[:, 1:]
+    assert metrics["forget_ce"] == pytest.approx(float(-(targets * mask).sum() / mask.sum()), rel=1e-5)
+    assert "retain_ce" not in metrics
+
+
+def test_final_metrics_last_evaluated_row():
+    history = [{"step": 0, "forget": 0.5, "forget_ce": 2.0, "retain": 0.4, "retain_ce": 1.0},
+               {"step": 1, "loss": 3.0},
+               {"step": 2, "forget": 0.25, "forget_ce": 3.0, "retain": 0.5, "retain_ce": 1.5, "forget_n": 8},
+               {"step": 3, "loss": 2.0}]
+    assert final_metrics(history) == {"forget": 0.25, "retain": 0.5, "forget_ce": 3.0, "retain_ce": 1.5}
 
 
 def test_evaluator_matches_hand_scoring(w, stand_in_model):
@@ -282,10 +368,22 @@ def test_worst_case_per_seed_then_mean():
                  {"model": "base", "seed": seed, "lr": 1e-4, "step": 10, "forget": 0.6}]
     summary = summarize_wmdp(_runs(rows))
     maxent = next(m for m in summary["models"] if m["model"] == "MaxEnt")
-    assert maxent["relearned"] == {10: pytest.approx((0.4 + 0.5) / 2)}  # max over LRs per seed, then the mean
+    assert maxent["relearned"] == {"forget": {10: pytest.approx((0.4 + 0.5) / 2)}}  # max over LRs per seed, then mean
     assert maxent["retain"] == pytest.approx(0.45)
     table = markdown_table(summary)
     assert "| MaxEnt | 0.450 | 0.300 | 0.450 |" in table
+
+
+def test_worst_case_ce_is_the_minimum():
+    """For the forget CE the attacker's best LR is the one with the lowest CE."""
+    rows = [{"model": "MaxEnt", "seed": 0, "lr": lr, "step": 10, "forget": 0.3, "forget_ce": ce}
+            for lr, ce in ((1e-3, 2.5), (1e-4, 1.5))]
+    runs = _runs(rows)
+    runs["models"] = runs["models"].assign(retain_ce=1.0, forget_ce=3.0)
+    runs["models"] = runs["models"][runs["models"]["model"] == "MaxEnt"]
+    summary = summarize_wmdp(runs)
+    assert summary["models"][0]["relearned"]["forget_ce"] == {10: pytest.approx(1.5)}
+    assert "| MaxEnt | 0.450 | 0.300 | 1.000 | 3.000 | 0.300 | 1.500 |" in markdown_table(summary)
 
 
 def test_smoke_params_unchanged_by_tests(wmdp_dict, w):

@@ -2,7 +2,8 @@
 
 theta <- (1 - alpha) * theta + alpha * beta * N, applied once before distillation to every
 trainable parameter. N is Xavier-uniform, U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), for 2-D
-weights (the tied embedding included) and 0 for 1-D ones, so RMSNorm gains are only shrunk. alpha = 0
+weights (the tied embedding included) and 0 for 1-D ones, so RMSNorm weights are only shrunk. Gemma2's
+RMSNorm scales by (1 + weight), so shrinking a weight moves the gain towards 1. alpha = 0
 leaves the model unchanged; alpha = 1 with beta = 1 is a fresh Xavier initialisation.
 """
 
@@ -26,9 +27,10 @@ def apply_undo_noise(model: torch.nn.Module, alpha: float, beta: float, seed: in
         seed: seed of the noise generator (independent of the global torch RNG).
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}; set distill.<setting>.alphas accordingly")
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}; set distill.<setting>.alphas or wmdp.undo.alphas "
+                         "accordingly")
     if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}; set distill.<setting>.beta accordingly")
+        raise ValueError(f"beta must be in [0, 1], got {beta}; set distill.<setting>.beta or wmdp.undo.beta accordingly")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -30,10 +30,12 @@ from undo_lib.config import (CorpusParams, MultipleChoiceTaskParams, TrainParams
 from undo_lib.corpora import TextSource, load_corpus, mix_corpora, summarize_mixture
 from undo_lib.data import PackedData, pack
 from undo_lib.evaluate import text_ce
-from undo_lib.io import atomic_dir, derive_seed, file_sha256, read_json, read_jsonl, write_json, write_jsonl
+from undo_lib.io import (IntegrityError, atomic_dir, derive_seed, file_sha256, read_json, read_jsonl, write_json,
+                         write_jsonl)
 from undo_lib.multiple_choice import evaluate_multiple_choice, harness_evaluate_model, load_questions
 from undo_lib.prepare import MANIFEST
-from undo_lib.pretrained import PretrainedSource, load_pretrained, load_pretrained_tokenizer, write_random_gemma2
+from undo_lib.pretrained import (PretrainedSource, is_local_path, load_pretrained, load_pretrained_tokenizer,
+                                 write_random_gemma2)
 from undo_lib.tokenizer import train_tokenizer
 from undo_lib.wmdp_losses import MaxEntWMDPParams, RMUWMDPParams
 
@@ -127,7 +129,7 @@ def write_base(w: WMDPParams, data_dir: str | Path, base_dir: str | Path, seed: 
     m = w.model
     if m.source != "config":
         record = {"source": m.source, "revision": m.revision, "dtype": m.dtype,
-                  "attn_implementation": m.attn_implementation}
+                  "attn_implementation": m.attn_implementation, "sha256": local_weights_sha256(m.source)}
         with atomic_dir(base_dir) as tmp:
             write_json(tmp / SOURCE_RECORD, record)
         return record
@@ -138,12 +140,28 @@ def write_base(w: WMDPParams, data_dir: str | Path, base_dir: str | Path, seed: 
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
+def local_weights_sha256(source: str) -> dict[str, str] | None:
+    """sha256 of the weight files of a local model folder; None for a hub id.
+
+    DVC cannot track a model folder named in params, so the base stage records these hashes and
+    later stages check them (``model_source``): replaced weights stop a stage instead of mixing models.
+    """
+    folder = Path(source).expanduser()
+    if not (is_local_path(source) and folder.is_dir()):
+        return None
+    return {path.name: file_sha256(path) for path in sorted(folder.glob("*.safetensors"))}
+
+
 def model_source(w: WMDPParams, model_dir: str | Path) -> PretrainedSource:
     """Locate a WMDP model: ``model_dir`` itself, or the pretrained source named by its ``source.json``."""
     model_dir = Path(model_dir)
     m = w.model
     if (model_dir / SOURCE_RECORD).is_file():
         record = read_json(model_dir / SOURCE_RECORD)
+        if record.get("sha256") and local_weights_sha256(record["source"]) != record["sha256"]:
+            raise IntegrityError(f"the weights in {record['source']} changed after the WMDP base stage recorded them "
+                                 f"in {model_dir / SOURCE_RECORD}. Rerun from the base stage: dvc repro -f wmdp-base, "
+                                 "then dvc repro.")
         return PretrainedSource(record["source"], record["revision"], m.dtype, m.attn_implementation)
     return PretrainedSource(str(model_dir), None, m.dtype, m.attn_implementation)
 
