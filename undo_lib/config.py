@@ -320,13 +320,13 @@ WMDP_TEACHERS = ("MaxEnt", "RMU")  # runs UNDO may distill
 
 @dataclass(frozen=True)
 class WMDPModelParams:
-    """The model to unlearn: a random Gemma2 stand-in built from ``stand_in``, or a pretrained one."""
+    """The model to unlearn: a Gemma2 stand-in of shape ``stand_in``, pretrained by the base stage, or a pretrained model."""
 
-    source: str = "config"  # "config": the random stand-in; else a local folder or a hub id (paper: google/gemma-2-2b)
+    source: str = "config"  # "config": the stand-in; else a local folder or a hub id (paper: google/gemma-2-2b)
     revision: str | None = None  # hub branch, tag or commit of a hub id; null reads the default branch
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weight dtype (paper: bfloat16)
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "eager"  # paper: eager
-    stand_in: ModelParams = field(default_factory=ModelParams)  # shape of the random stand-in (source: config)
+    stand_in: ModelParams = field(default_factory=ModelParams)  # shape of the stand-in (source: config)
     stand_in_vocab_size: int = 512  # BPE vocabulary of the stand-in, trained on the WMDP corpora
     # The base stage pretrains the stand-in on the forget, retain and general training text, so that
     # it has something to unlearn. A pretrained source is used as it is.
@@ -352,7 +352,7 @@ class WMDPDataParams:
     retain: CorpusParams = field(default_factory=CorpusParams)  # paper: WMDP bio or cyber retain corpus
     general: dict[str, CorpusParams] = field(default_factory=dict)  # general text by name (paper: wikitext, ...)
     unlearn_retain_mixture: dict[str, float] = field(default_factory=dict)  # paper: retain 0.5, wikitext 0.5
-    distill_mixture: dict[str, float] = field(default_factory=dict)  # general sources (paper: 10, see docs)
+    distill_mixture: dict[str, float] = field(default_factory=dict)  # general sources (paper: ten sources, listed in docs/wmdp.md)
     relearn_mixture: dict[str, float] = field(default_factory=dict)  # paper: forget 0.5, retain 0.5
     mixture_unit: Literal["documents", "characters"] = "characters"  # paper: shares of tokens
     stopping_strategy: Literal["first_exhausted", "all_exhausted"] = "all_exhausted"  # paper: all_exhausted

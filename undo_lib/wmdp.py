@@ -296,7 +296,7 @@ FINAL_METRICS = ("forget", "retain", "forget_ce", "retain_ce")
 
 
 def final_metrics(history: list[dict]) -> dict:
-    """The evaluation metrics of the last evaluated step of a training history."""
+    """Return the evaluation metrics of the last evaluated step of a training history."""
     for row in reversed(history):
         if "forget" in row:
             return {key: row[key] for key in FINAL_METRICS if key in row}

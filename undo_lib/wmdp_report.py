@@ -51,7 +51,7 @@ METRICS = ("retain", "forget", "retain_ce", "forget_ce")
 
 
 def _worst_curves(history: pd.DataFrame, metric: str, higher_is_worse: bool) -> pd.DataFrame:
-    """The attacker's best LR per seed and step, then the mean over seeds: [model x step]."""
+    """Take the attacker's best LR per seed and step, then the mean over seeds; return [model x step]."""
     per_seed = [worst_case(group, metric, higher_is_worse).assign(seed=seed) for seed, group in history.groupby("seed")]
     return pd.concat(per_seed).groupby(["model", "step"], sort=False)[metric].mean().unstack("step")
 
@@ -78,7 +78,7 @@ def summarize_wmdp(runs: dict) -> dict:
 
 
 def summary_table(summary: dict) -> pd.DataFrame:
-    """One row per model: the metrics before the attack and the worst-case forget accuracy per step."""
+    """Tabulate per model the metrics before the attack and the worst-case forget accuracy per step."""
     rows = []
     for model in summary["models"]:
         row = {key: value for key, value in model.items() if key != "relearned"}
@@ -127,7 +127,7 @@ def plot_wmdp_relearning(summary: dict, path: str | Path, forget_name: str = "fo
 
 
 def markdown_table(summary: dict) -> str:
-    """The README's WMDP table: metrics before the attack and the worst-case forget metrics after it."""
+    """Format the README's WMDP table: metrics before the attack and the worst-case forget metrics after it."""
     steps = sorted({step for model in summary["models"] for step in model["relearned"]["forget"] if step > 0})
     with_ce = all("forget_ce" in model for model in summary["models"])
     before = ["retain acc", "forget acc"] + (["retain CE", "forget CE"] if with_ce else [])

@@ -67,10 +67,10 @@ def check_local_files(w: WMDPParams) -> None:
 
 
 def check_model_dir(model_dir: str | Path) -> None:
-    """Check that ``model_dir`` holds a saved model or the base stage's ``source.json``."""
+    """Check that ``model_dir`` contains a saved model or the base stage's ``source.json``."""
     model_dir = Path(model_dir)
     if not ((model_dir / "config.json").is_file() or (model_dir / SOURCE_RECORD).is_file()):
-        raise FileNotFoundError(f"{model_dir} holds no model (config.json) and no {SOURCE_RECORD}: run the stage "
+        raise FileNotFoundError(f"no model (config.json) and no {SOURCE_RECORD} found in {model_dir}: run the stage "
                                 "that writes it first (`dvc repro` builds every missing input).")
 
 
