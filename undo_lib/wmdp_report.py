@@ -87,11 +87,17 @@ def summary_table(summary: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
+def _legend_label(model: dict, retain_name: str) -> str:
+    """Model name with its retain accuracy (and retain CE, when measured) before the attack."""
+    ce = f", retain CE {model['retain_ce']:.2f}" if "retain_ce" in model else ""
+    return f"{model['model']} ({retain_name} {model['retain']:.3f}{ce})"
+
+
 def _plot_curves(axis, summary: dict, metric: str, styles: dict, retain_name: str) -> None:
     for model in summary["models"]:
         steps, values = zip(*sorted(model["relearned"][metric].items()))
         axis.plot(steps, values, styles[model["kind"]], marker="o", color="black" if model["kind"] == "base" else None,
-                  label=f"{model['model']} ({retain_name} {model['retain']:.3f})")
+                  label=_legend_label(model, retain_name))
     all_steps = sorted({step for model in summary["models"] for step in model["relearned"][metric]})
     axis.set_xscale("symlog", linthresh=max(1, min((s for s in all_steps if s > 0), default=1)))
     axis.set_xticks(all_steps, [str(step) for step in all_steps])
@@ -114,7 +120,8 @@ def plot_wmdp_relearning(summary: dict, path: str | Path, forget_name: str = "fo
     axes[0, 0].set_ylabel(f"{forget_name} accuracy\n(worst case over LRs)")
     if with_ce:
         _plot_curves(axes[0, 1], summary, "forget_ce", styles, retain_name)
-        axes[0, 1].set_ylabel("CE on held-out forget documents\n(worst case over LRs)")
+        axes[0, 1].set_yscale("log")
+        axes[0, 1].set_ylabel("CE on held-out forget documents\n(worst case over LRs, log scale)")
     figure.suptitle(f"Relearning attacks, mean of {len(summary['seeds'])} seed(s)")
     axes[0, -1].legend(*axes[0, 0].get_legend_handles_labels(), fontsize=8, loc="center left",
                        bbox_to_anchor=(1.01, 0.5))
