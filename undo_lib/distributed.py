@@ -46,7 +46,10 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
+from safetensors.torch import load_file, save_file
+
 from undo_lib.config import TrainParams
+from undo_lib.io import read_json, write_json
 from undo_lib.train import DivergenceError, EvalFn, LossFn, StopFn, TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -485,10 +488,11 @@ def run_training(
         except torch.multiprocessing.ProcessRaisedException:
             _raise_saved_divergence(Path(folder))
             raise
-        return _load_trained(model, Path(folder) / _OUTCOME_FILE)
+        return _load_trained(model, Path(folder))
 
 
-_OUTCOME_FILE = "rank0.pt"
+_WEIGHTS_FILE = "rank0.safetensors"  # process 0's trained weights
+_RESULT_FILE = "rank0.json"  # process 0's TrainResult
 
 
 def _check_forkable(model: torch.nn.Module, params: TrainParams, processes: int, checkpoint_dir) -> None:
@@ -527,24 +531,29 @@ class _TrainingWorker:
         try:
             result = train_distributed(**self.arguments, accelerator=accelerator)
         except DivergenceError as err:
-            torch.save(err, self.folder / f"divergence-rank{rank}.pt")
+            write_json(self.folder / f"divergence-rank{rank}.json",
+                       {"step": err.step, "lr": err.lr, "what": err.what, "history": err.history})
             raise
         state_dict = full_state_dict(self.arguments["model"])
         if accelerator.is_main_process:
-            torch.save({"state_dict": state_dict, "result": result}, self.folder / _OUTCOME_FILE)
+            # Cloned, because safetensors refuses tensors that share memory (the tied embedding)
+            save_file({name: tensor.detach().clone().contiguous() for name, tensor in state_dict.items()},
+                      self.folder / _WEIGHTS_FILE)
+            write_json(self.folder / _RESULT_FILE, dataclasses.asdict(result))
 
 
 def _raise_saved_divergence(folder: Path) -> None:
     """Re-raise the DivergenceError of the lowest rank that saved one, if any did."""
-    saved = sorted(folder.glob("divergence-rank*.pt"), key=lambda path: int(path.stem.removeprefix("divergence-rank")))
+    saved = sorted(folder.glob("divergence-rank*.json"), key=lambda path: int(path.stem.removeprefix("divergence-rank")))
     if saved:
         # NOTE: the history of a saved error contains that process's own rows. Its tokens count
         # batch_size / N rows per micro-batch, and its loss is that of its slice only.
-        raise torch.load(saved[0], weights_only=False)
+        record = read_json(saved[0])
+        raise DivergenceError(record["step"], record["lr"], record["what"], record["history"])
 
 
-def _load_trained(model: torch.nn.Module, path: Path) -> TrainResult:
-    trained = torch.load(path, weights_only=False)
-    model.load_state_dict(trained["state_dict"])
+def _load_trained(model: torch.nn.Module, folder: Path) -> TrainResult:
+    """Load process 0's weights (safetensors) into ``model`` and return its TrainResult (JSON): nothing is unpickled."""
+    model.load_state_dict(load_file(folder / _WEIGHTS_FILE))
     model.eval()
-    return trained["result"]
+    return TrainResult(**read_json(folder / _RESULT_FILE))
