@@ -127,7 +127,8 @@ def test_stand_in_files_come_from_the_generator(tmp_path, monkeypatch):
 def test_stand_in_questions_have_one_true_answer():
     for name in ("wmdp_bio.jsonl", "mmlu.jsonl", "mmlu_dev.jsonl"):
         for q in read_jsonl(STAND_IN / name):
-            assert len(q["choices"]) == 4 and len(set(q["choices"])) == 4
+            assert len(q["choices"]) == 4
+            assert len(set(q["choices"])) == 4
             assert 0 <= q["answer"] < 4
 
 
@@ -208,7 +209,8 @@ def stand_in_dir(tmp_path_factory, w, stand_in_data):
     """The base stage's stand-in (random, before its pretraining), written from the smoke data files."""
     base = tmp_path_factory.mktemp("wmdp_base") / "base"
     record = write_base(w, stand_in_data, base, seed=0)
-    assert record["source"] == "config" and record["vocab_size"] == w.model.stand_in_vocab_size
+    assert record["source"] == "config"
+    assert record["vocab_size"] == w.model.stand_in_vocab_size
     return base
 
 
@@ -268,8 +270,10 @@ def stand_in_model(w, stand_in_dir):
 def test_evaluator_counts_and_keys(w, stand_in_model):
     model, tokenizer = stand_in_model
     metrics = MultipleChoiceEvaluator(w.evaluate, tokenizer)(model)
-    assert metrics["forget_n"] == w.evaluate.forget.limit and metrics["retain_n"] == w.evaluate.retain.limit
-    assert 0 <= metrics["forget"] <= 1 and 0 <= metrics["retain"] <= 1
+    assert metrics["forget_n"] == w.evaluate.forget.limit
+    assert metrics["retain_n"] == w.evaluate.retain.limit
+    assert 0 <= metrics["forget"] <= 1
+    assert 0 <= metrics["retain"] <= 1
     assert set(MultipleChoiceEvaluator(w.evaluate, tokenizer, forget_only=True)(model)) == {"forget", "forget_n"}
 
 
@@ -339,7 +343,8 @@ def test_harness_backend_matches_builtin(w, stand_in_model, monkeypatch):
 def test_unlearn_setup_maps_runs(w):
     method, loss, train = unlearn_setup(w, "SAM")
     assert (method, train.sam_rho, train.lr) == ("MaxEnt", w.unlearn.SAM.rho, w.unlearn.SAM.lr)
-    assert loss.alpha == w.unlearn.MaxEnt.alpha and loss.repnoise_alpha == 0
+    assert loss.alpha == w.unlearn.MaxEnt.alpha
+    assert loss.repnoise_alpha == 0
     method, loss, train = unlearn_setup(w, "RepNoise")
     assert (method, loss.repnoise_alpha, loss.repnoise_beta, train.sam_rho) == \
         ("MaxEnt", w.unlearn.RepNoise.alpha, w.unlearn.RepNoise.beta, 0.0)
