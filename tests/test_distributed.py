@@ -8,7 +8,8 @@ import pytest
 import torch
 from accelerate.utils import DistributedType
 
-from undo_lib.config import RMUParams, TrainParams
+from undo_lib.compute import timing_record
+from undo_lib.config import MaxEntParams, RMUParams, TrainParams
 from undo_lib.data import PackedData, batches, paired_batches
 from undo_lib.distill import make_distill_loss
 from undo_lib.distributed import (DISTRIBUTED, ShardedBatches, launch, run_training, shard_batch,
@@ -406,10 +407,64 @@ def _run_distillation(train_fn, model_params, **kwargs) -> dict:
 def _run_rmu(train_fn, model_params, **kwargs) -> dict:
     """Unlearn with RMU (one trained down_proj, a retain term) and return the weights."""
     model = build_model(model_params, VOCAB, seed=0)
+    # A forward pass first, as a notebook's evaluation makes: transformers then hooks the layers to
+    # capture hidden states, and run_training must pickle the hooked model
+    model(input_ids=torch.zeros(1, 4, dtype=torch.long), output_hidden_states=True)
     loss_fn = make_loss("RMU", model, RMUParams(layers=(0,), hidden_layer=1, retain_weight=1.0), seed=4)
     pairs = paired_batches(_packed(sequences=32, seed=5), _packed(sequences=32, seed=6), BATCH_SIZE, seed=2)
     train_fn(model, loss_fn, pairs, _params(steps=4, eval_every=0), FLOPS_PER_TOKEN, **kwargs)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class SliceMeanLoss:
+    """One process's stand-in for what N processes compute: ``loss_fn`` on each slice, averaged.
+
+    DDP averages the per-process gradients, which is the gradient of this average. For a loss that
+    is not a mean over tokens (RepNoise's log of a mean CE, its MMD) this, not the whole-batch loss,
+    is what two processes must match.
+    """
+
+    def __init__(self, loss_fn, processes: int):
+        self.loss_fn, self.processes = loss_fn, processes
+
+    def __call__(self, model, batch):
+        results = [self.loss_fn(model, shard_batch(batch, rank, self.processes)) for rank in range(self.processes)]
+        loss = sum(loss for loss, _ in results) / self.processes
+        logs = {key: sum(logs[key] for _, logs in results) / self.processes for key in results[0][1]}
+        return loss, logs
+
+
+def _run_repnoise(train_fn, model_params, slices: int = 1, **kwargs) -> dict:
+    """Unlearn with MaxEnt + RepNoise (logit lens and MMD) and return the weights.
+
+    With ``slices`` > 1 the loss is the mean of the loss on each slice (``SliceMeanLoss``).
+    """
+    model = build_model(model_params, VOCAB, seed=0)
+    loss_fn = make_loss("MaxEnt", model, MaxEntParams(repnoise_alpha=1.0, repnoise_beta=1.0), seed=4)
+    loss_fn = SliceMeanLoss(loss_fn, slices) if slices > 1 else loss_fn
+    pairs = paired_batches(_packed(sequences=32, seed=5), _packed(sequences=32, seed=6), BATCH_SIZE, seed=2)
+    train_fn(model, loss_fn, pairs, _params(steps=4, eval_every=0), FLOPS_PER_TOKEN, **kwargs)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("distributed", DISTRIBUTED)
+def test_run_training_repnoise_two_processes(tiny_model_params, distributed):
+    # The logit lens uses the final norm and the LM head outside the wrapper's forward pass; their
+    # gradients must still be averaged. The noise seed derives from each slice's tokens, so the
+    # one-process reference draws the same noise for each slice.
+    expected = _run_repnoise(train, tiny_model_params, slices=PROCESSES)
+
+    actual = _run_repnoise(run_training, tiny_model_params, num_processes=PROCESSES, distributed=distributed)
+
+    _assert_weights_close(actual, expected)
+
+
+def test_repnoise_slices_differ_from_whole_batch(tiny_model_params):
+    # Precondition of the test above: the slice mean is not the whole-batch loss
+    whole = _run_repnoise(train, tiny_model_params)
+    sliced = _run_repnoise(train, tiny_model_params, slices=PROCESSES)
+
+    assert not torch.allclose(whole["model.embed_tokens.weight"], sliced["model.embed_tokens.weight"], atol=1e-4)
 
 
 def _nan_loss(model, batch):
@@ -447,6 +502,14 @@ def test_run_training_two_processes_history(run_training_two_processes, one_proc
                                    msg=lambda m: f"{key}: {m}")
 
 
+def test_run_training_records_process_peak_memory(run_training_two_processes, one_process):
+    peak = run_training_two_processes["result"].process_peak_memory_bytes
+
+    assert one_process["result"].process_peak_memory_bytes is None
+    assert peak > 50 * 2**20  # a process that imported torch and trained holds more than 50 MiB
+    assert timing_record(run_training_two_processes["result"])["peak_memory_bytes"] >= peak
+
+
 def test_run_training_parent_model_state(run_training_two_processes):
     assert not run_training_two_processes["checkpointing_after"]
     assert run_training_two_processes["evaluate_calls"] == []  # the evaluator ran in process 0's copy
@@ -478,6 +541,26 @@ def test_run_training_divergence_reaches_parent(tiny_model_params):
 
     assert excinfo.value.step == 1
     assert excinfo.value.lr == pytest.approx(5e-3)  # first step of the 2-step warmup to 1e-2
+
+
+def _failing_loss(model, batch):
+    raise ValueError("this loss always fails")
+
+
+def test_run_training_reports_process_error(tiny_model_params):
+    model = build_model(tiny_model_params, VOCAB, seed=0)
+
+    with pytest.raises(RuntimeError, match=r"(?s)training processes failed.*error of process 0.*"
+                                           r"ValueError: this loss always fails"):
+        run_training(model, _failing_loss, _train_batches(), _params(steps=2), FLOPS_PER_TOKEN, num_processes=PROCESSES)
+
+
+def test_run_training_rejects_unpicklable_arguments(tiny_model_params):
+    model = build_model(tiny_model_params, VOCAB, seed=0)
+    generator = (batch for batch in _train_batches())
+
+    with pytest.raises(TypeError, match=r"cannot be pickled.*generator.*shared.num_processes: 1"):
+        run_training(model, lm_loss, generator, _params(steps=2), FLOPS_PER_TOKEN, num_processes=PROCESSES)
 
 
 @pytest.mark.parametrize("params, device, message", [

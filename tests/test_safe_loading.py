@@ -1,7 +1,9 @@
 """Static checks that undo_lib and the notebooks never unpickle files or run remote code.
 
-Models and checkpoints are safetensors; the one torch.load (optimizer state) must pass
-weights_only=True. The scan reads the source with ``ast``, so comments and messages that mention
+Models and checkpoints are safetensors; the torch.load of the optimizer state must pass
+weights_only=True. One pickle is allowed, and listed in REVIEWED: the arguments that
+``run_training`` hands its training processes, written and read within one call in a private
+temporary folder. The scan reads the source with ``ast``, so comments and messages that mention
 pickles do not count, and it is itself tested on snippets that break each rule.
 """
 
@@ -14,6 +16,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 UNSAFE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 MODEL_LOADERS = ("ForCausalLM", "AutoModel")
+
+# File -> the findings it may have, without line numbers. Anything else found there still fails.
+REVIEWED = {
+    # pickles run_training's arguments (writes only; pickle for its PicklingError)
+    "undo_lib/distributed.py": ["import pickle", "import cloudpickle"],
+    "undo_lib/distributed_worker.py": ["torch.load() without weights_only=True"],  # reads them back
+}
 
 
 def _keyword(call: ast.Call, name: str):
@@ -62,7 +71,9 @@ def _sources():
 
 @pytest.mark.parametrize("name,source", list(_sources()), ids=[name for name, _ in _sources()])
 def test_no_unsafe_loading(name, source):
-    assert unsafe_loading(source) == []
+    findings = [problem.split(": ", 1)[1] for problem in unsafe_loading(source)]
+
+    assert findings == REVIEWED.get(name, [])
 
 
 def test_torch_load_present_and_safe():

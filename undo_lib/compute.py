@@ -37,7 +37,8 @@ def timing_record(result) -> dict:
 
     They differ from run to run, which is why they are kept out of metrics.json.
 
-    ``result`` is a TrainResult, or None when the run diverged and returned none.
+    ``result`` is a TrainResult, or None when the run diverged and returned none. The peak memory
+    is the largest of this process's and, when ``run_training`` used several processes, theirs.
     """
     if result is None:
         return {"seconds": None, "tokens_per_second": None, "resumed_from_step": None,
@@ -46,7 +47,7 @@ def timing_record(result) -> dict:
         "seconds": round(result.seconds, 2),
         "tokens_per_second": result.tokens / result.seconds if result.seconds > 0 else None,
         "resumed_from_step": result.resumed_from_step,
-        "peak_memory_bytes": peak_memory_bytes(),
+        "peak_memory_bytes": max(peak_memory_bytes(), result.process_peak_memory_bytes or 0),
     }
 
 

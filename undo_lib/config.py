@@ -46,8 +46,8 @@ class SharedParams:
     torch_threads: int = 0  # intra-op CPU threads; 0 keeps torch's default
     tf32: bool = False  # CUDA only: TF32 matmuls and convolutions (faster, about 3 fewer significant digits)
     check_memory: bool = True  # stop a training stage early when its estimated peak memory exceeds what is free
-    # Processes of each training stage: 1 trains in the notebook's process. N > 1 runs N data-parallel
-    # processes through accelerate, forked on CPU with the gloo backend (undo_lib.distributed)
+    # Processes of each training stage: 1 trains in the notebook's process. N > 1 starts N data-parallel
+    # processes with accelerate launch: one per GPU on CUDA, gloo on the CPU (undo_lib.distributed)
     num_processes: int = 1
     # With num_processes > 1, ddp keeps a full copy of the weights in every process. fsdp shards them
     # (PyTorch FSDP2), so every process also evaluates. Ignored with one process
@@ -903,9 +903,6 @@ def _validate_processes(p: Params, sections: dict[str, TrainParams]) -> None:
     processes = p.shared.num_processes
     if processes == 1:
         return
-    _check(p.shared.device != "cuda", "shared.device", p.shared.device,
-           f"'cpu' or 'auto' while shared.num_processes={processes}, because the training processes are "
-           "forked CPU processes. Set shared.num_processes: 1 to train on one GPU")
     for path, train in sections.items():
         _check(train.checkpoint_every == 0, f"{path}.checkpoint_every", train.checkpoint_every,
                f"0 while shared.num_processes={processes}, because every process would write and resume "

@@ -22,22 +22,28 @@ Training stays valid data-parallel training but no longer matches one process wh
   process draws for its own rows.
 
 One process (no launcher, or ``launch(..., num_processes=1)``) runs ``undo_lib.train.train``
-unchanged. ``run_training``, which the training notebooks call, trains in this process or forks
-CPU processes and loads process 0's weights back into the caller's model. On CPU, ``launch`` starts
-the processes with the gloo backend. On GPUs, start the same script with
-``accelerate launch --num_processes N script.py``, or call
-``accelerate.notebook_launcher(function, args, num_processes=N)`` in a notebook before anything
-initialises CUDA. ``docs/distributed.md`` covers the limits (GPUs, checkpoints, failures).
+unchanged. ``run_training``, which the training notebooks call, trains in this process or starts N
+fresh processes with ``accelerate launch`` (``undo_lib.distributed_worker``), on N GPUs or on the
+CPU, and loads process 0's weights back into the caller's model. ``launch`` forks CPU processes
+for tests and scripts that call ``train_distributed`` themselves. ``docs/distributed.md`` covers
+the limits (checkpoints, RepNoise, failures).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import os
+import pickle
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Iterator
 
+import cloudpickle
 import torch
 from accelerate import Accelerator, debug_launcher
 from accelerate.state import AcceleratorState
@@ -45,11 +51,12 @@ from accelerate.utils import DistributedType, broadcast_object_list, gather_obje
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
+from transformers.utils import output_capturing
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from undo_lib.config import TrainParams
-from undo_lib.io import read_json, write_json
+from undo_lib.io import read_json
 from undo_lib.train import DivergenceError, EvalFn, LossFn, StopFn, TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -347,8 +354,9 @@ def _train_data_parallel(model, loss_fn: LossFn, batches: Iterator[dict], params
             raise
         raise TypeError(f"the loss function read an attribute of the model that the DDP wrapper lacks ({err}). "
                         "A loss that calls a submodule such as model.model directly would bypass DDP's gradient "
-                        "averaging. The RepNoise unlearning loss does this (its logit lens and MLP hooks), so train it "
-                        "with shared.num_processes: 1.") from err
+                        "averaging. Call the model it receives, and reach submodules through model.module "
+                        "(as undo_lib.methods.repnoise.unwrapped does), or train with shared.num_processes: 1."
+                        ) from err
     finally:
         if checkpointed:
             model.activation_checkpointing_disable()
@@ -439,112 +447,164 @@ def run_training(
     num_processes: int = 1,
     distributed: str = "ddp",
 ) -> TrainResult:
-    """Train ``model`` in place in this process or in ``num_processes`` data-parallel CPU processes.
+    """Train ``model`` in place in this process, or in ``num_processes`` data-parallel processes.
 
     With ``num_processes`` 1 this calls ``undo_lib.train.train`` with the same arguments and returns
-    its result, so the weights and history are bitwise those of ``train``. With N > 1, ``launch``
-    forks N processes that each call ``train_distributed`` on their copy of the arguments. Process 0
-    writes the trained weights and the combined ``TrainResult`` to a temporary file. This process
-    then loads the weights into ``model``, puts it in eval mode as ``train`` does, and returns the result.
+    its result, so the weights and history are bitwise those of ``train``.
 
-    The forked processes inherit every argument through fork, without pickling. That includes the
-    model with its ``requires_grad`` flags (RMU's frozen layers) and the modules a loss function
-    contains (a distillation teacher, a frozen reference copy). It also includes the batch iterator,
-    the evaluator and the stop rule. Each process keeps the thread count of this process, and only
-    process 0 logs at INFO level.
+    With N > 1 it writes every argument to a temporary folder and starts N fresh processes with
+    ``accelerate launch`` (``undo_lib.distributed_worker``), on N GPUs when ``model`` is on CUDA and
+    on the CPU (gloo) otherwise. Each process loads the arguments onto its own device and calls
+    ``train_distributed``. Process 0 writes the trained weights (safetensors) and the combined
+    ``TrainResult`` (JSON). This process then loads the weights into ``model``, puts it in eval mode
+    as ``train`` does, and returns the result. The processes' log lines are passed on to this
+    module's logger. Because the processes are started afresh rather than forked, this works in a
+    notebook that has already used CUDA.
 
-    Tested with 2 CPU processes and gloo (tests/test_distributed.py). GPUs are rejected: a process
-    must not fork after CUDA is initialised, and the modules held by a loss function would need moving
-    to each process's device. For several GPUs, call ``train_distributed`` in a script started with
-    ``accelerate launch``.
+    The arguments travel as one pickle (cloudpickle inside ``torch.save``), so each must be
+    picklable: the model with its ``requires_grad`` flags (RMU's frozen layers), the modules a loss
+    function holds (a distillation teacher, a frozen reference), the batch iterator in its current
+    state, the evaluator and the stop rule. Functions defined in a notebook travel by value. Each
+    process gets this process's thread count, TF32 flags and CPU RNG state.
+
+    The returned result's ``process_peak_memory_bytes`` is the largest peak memory of the processes.
+
+    NOTE: tested with 2 CPU processes (tests/test_distributed.py). The GPU launch is the same command
+    without ``ACCELERATE_USE_CPU``, and has not been run on GPUs.
 
     Args:
         model, loss_fn, batches, params, flops_per_token, evaluate, should_stop, checkpoint_dir,
         checkpoint_key, initial_metrics: as for ``train``. With N > 1, ``params.batch_size`` must be a
             multiple of N, and ``checkpoint_every`` must be 0 when ``checkpoint_dir`` is given.
-        num_processes: 1 trains here; N > 1 forks N CPU processes.
+        num_processes: 1 trains here; N > 1 launches N processes, one per GPU on CUDA.
         distributed: with N > 1, ``"ddp"`` or ``"fsdp"`` (see ``train_distributed``).
 
     Raises:
-        ValueError: ``num_processes`` < 1, or with N > 1 a model off the CPU, CUDA already
-            initialised, checkpoints requested, or a batch size that N does not divide.
+        ValueError: ``num_processes`` < 1, or with N > 1 a model on a device other than CPU or
+            CUDA, fewer than N GPUs, checkpoints requested, or a batch size that N does not divide.
+        TypeError: with N > 1, an argument cannot be pickled.
         DivergenceError: training diverged in a process (the error of the lowest such rank).
-        torch.multiprocessing.ProcessRaisedException: a process raised another error.
+        RuntimeError: a process failed otherwise. The message contains its traceback, or the end of the
+            processes' output when none was saved.
     """
     if num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
     if num_processes == 1:
         return train(model, loss_fn, batches, params, flops_per_token, evaluate, should_stop, checkpoint_dir,
                      checkpoint_key, initial_metrics)
-    _check_forkable(model, params, num_processes, checkpoint_dir)
+    device_type = _check_launchable(model, params, num_processes, checkpoint_dir, distributed)
     arguments = {"model": model, "loss_fn": loss_fn, "batches": batches, "params": params,
                  "flops_per_token": flops_per_token, "evaluate": evaluate, "should_stop": should_stop,
                  "checkpoint_dir": checkpoint_dir, "checkpoint_key": checkpoint_key,
-                 "initial_metrics": initial_metrics, "distributed": distributed}
-    with tempfile.TemporaryDirectory(prefix="undo-training-") as folder:
-        worker = _TrainingWorker(arguments, Path(folder), torch.get_num_threads())
-        try:
-            launch(worker, (), num_processes)
-        except torch.multiprocessing.ProcessRaisedException:
-            _raise_saved_divergence(Path(folder))
-            raise
-        return _load_trained(model, Path(folder))
+                 "initial_metrics": initial_metrics, "distributed": distributed,
+                 "runtime": {"threads": torch.get_num_threads(), "tf32": torch.backends.cuda.matmul.allow_tf32,
+                             "rng_state": torch.get_rng_state()}}
+    with tempfile.TemporaryDirectory(prefix="undo-training-") as name:
+        folder = Path(name)
+        _save_arguments(arguments, folder / ARGUMENTS_FILE)
+        _launch_workers(folder, num_processes, device_type)
+        return _load_trained(model, folder)
 
 
-_WEIGHTS_FILE = "rank0.safetensors"  # process 0's trained weights
-_RESULT_FILE = "rank0.json"  # process 0's TrainResult
+def _output_collector() -> output_capturing.CompileableContextVar:
+    return output_capturing._active_collector
 
 
-def _check_forkable(model: torch.nn.Module, params: TrainParams, processes: int, checkpoint_dir) -> None:
-    """Reject what ``run_training`` cannot run in forked CPU processes, before any process starts."""
+class _ArgumentsPickler(cloudpickle.Pickler):
+    """cloudpickle, except that transformers' output-capture context variable travels by reference.
+
+    The first forward pass of a transformers model hooks its layers with local functions that read
+    that module-level variable (a ``ContextVar``, which cannot be pickled). cloudpickle copies such
+    functions by value; the variable they read is then looked up again in the receiving process.
+    """
+
+    def reducer_override(self, obj):
+        if isinstance(obj, output_capturing.CompileableContextVar):
+            return _output_collector, ()
+        return super().reducer_override(obj)
+
+
+# Pickle module for torch.save, which reads only its Pickler and its __name__ (anything but "dill")
+_ARGUMENTS_PICKLE = SimpleNamespace(Pickler=_ArgumentsPickler, __name__="undo_lib.distributed")
+
+ARGUMENTS_FILE = "arguments.pt"  # run_training's arguments, for every process
+WEIGHTS_FILE = "rank0.safetensors"  # process 0's trained weights
+RESULT_FILE = "rank0.json"  # process 0's TrainResult
+_OUTPUT_TAIL = 40  # lines of the processes' output kept for the error message
+
+
+def _save_arguments(arguments: dict, path: Path) -> None:
+    try:
+        torch.save(arguments, path, pickle_module=_ARGUMENTS_PICKLE)
+    except (TypeError, AttributeError, pickle.PicklingError) as err:
+        raise TypeError(f"run_training hands its arguments to the training processes as a pickle, and one of "
+                        f"them cannot be pickled ({err}). Pass an iterator class such as "
+                        "undo_lib.data.ShuffledBatches rather than a generator, or set shared.num_processes: 1."
+                        ) from err
+
+
+def divergence_file(folder: Path, rank: int) -> Path:
+    """Return the file where process ``rank`` records the DivergenceError that stopped it."""
+    return folder / f"divergence-rank{rank}.json"
+
+
+def failure_file(folder: Path, rank: int) -> Path:
+    """Return the file where process ``rank`` records the traceback of the error that stopped it."""
+    return folder / f"failure-rank{rank}.txt"
+
+
+def _check_launchable(model: torch.nn.Module, params: TrainParams, processes: int, checkpoint_dir,
+                      distributed: str) -> str:
+    """Reject what ``run_training`` cannot launch, before any process starts; return the device type."""
     devices = {parameter.device.type for parameter in model.parameters()}
-    if devices != {"cpu"} or torch.cuda.is_initialized():
-        raise ValueError(f"num_processes={processes} forks CPU training processes, but the model is on "
-                         f"{sorted(devices)} and CUDA initialised={torch.cuda.is_initialized()}. A process must "
-                         "not fork after CUDA is initialised. Set shared.device: cpu, or shared.num_processes: 1 "
-                         "to train on one GPU. For several GPUs, call train_distributed in a script started "
-                         "with accelerate launch.")
-    if params.batch_size % processes != 0:
-        raise ValueError(f"batch_size={params.batch_size} is not a multiple of the {processes} processes. "
-                         f"Set the stage's train.batch_size to a multiple of {processes}.")
-    if checkpoint_dir is not None and params.checkpoint_every > 0:
-        raise ValueError(f"checkpoint_every={params.checkpoint_every} is not supported with {processes} "
-                         "processes, because every process would write and resume the same checkpoint folder. "
-                         "Set the stage's train.checkpoint_every: 0, or shared.num_processes: 1.")
+    if len(devices) != 1 or not devices <= {"cpu", "cuda"}:
+        raise ValueError(f"num_processes={processes} trains on the CPU or on GPUs, but the model is on "
+                         f"{sorted(devices)}. Set shared.device: cpu or cuda, or shared.num_processes: 1.")
+    device_type = devices.pop()
+    if device_type == "cuda" and torch.cuda.device_count() < processes:
+        raise ValueError(f"num_processes={processes} needs one GPU per process, but {torch.cuda.device_count()} "
+                         f"are visible. Set shared.num_processes to at most {torch.cuda.device_count()}.")
+    accelerator = SimpleNamespace(num_processes=processes, mixed_precision="no",
+                                  distributed_type=DistributedType.MULTI_CPU)
+    _check_supported(params, accelerator, checkpoint_dir, distributed)
+    return device_type
 
 
-class _TrainingWorker:
-    """One process of ``run_training``: ``train_distributed``, then process 0 saves the outcome."""
+def _launch_workers(folder: Path, processes: int, device_type: str) -> None:
+    """Run ``undo_lib.distributed_worker`` in ``processes`` processes with accelerate launch, logging their output."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", "0", "--module", "undo_lib.distributed_worker", str(folder)]
+    # The processes get the caller's import path, so that classes and functions pickled by reference
+    # (from a test module, say) import there too. Those defined in a notebook travel by value.
+    environment = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
+    if device_type == "cpu":
+        environment["ACCELERATE_USE_CPU"] = "1"  # gloo on the CPU instead of NCCL
+    logger.info("starting %d %s processes: accelerate launch -m undo_lib.distributed_worker", processes,
+                "GPU" if device_type == "cuda" else "CPU")
+    tail: collections.deque[str] = collections.deque(maxlen=_OUTPUT_TAIL)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=environment) as workers:
+        for line in workers.stdout:
+            tail.append(line.rstrip())
+            logger.info("| %s", line.rstrip())
+    if workers.returncode != 0:
+        _raise_saved_divergence(folder)
+        failures = _by_rank(folder, "failure-rank*.txt")
+        detail = (f"The error of process {failures[0].stem.removeprefix('failure-rank')}:\n"
+                  + failures[0].read_text(encoding="utf-8") if failures
+                  else "The end of their output:\n" + "\n".join(tail))
+        raise RuntimeError(f"the {processes} training processes failed (exit status {workers.returncode}). {detail}")
 
-    def __init__(self, arguments: dict, folder: Path, threads: int):
-        self.arguments = arguments
-        self.folder = folder
-        self.threads = threads
 
-    def __call__(self) -> None:
-        accelerator = Accelerator()
-        # On CPU, accelerate sets the thread count to cores / processes; keep the stage's setting
-        torch.set_num_threads(self.threads)
-        rank = accelerator.process_index
-        if rank != 0:
-            logging.getLogger("undo_lib").setLevel(logging.WARNING)
-        try:
-            result = train_distributed(**self.arguments, accelerator=accelerator)
-        except DivergenceError as err:
-            write_json(self.folder / f"divergence-rank{rank}.json",
-                       {"step": err.step, "lr": err.lr, "what": err.what, "history": err.history})
-            raise
-        state_dict = full_state_dict(self.arguments["model"])
-        if accelerator.is_main_process:
-            # Cloned, because safetensors refuses tensors that share memory (the tied embedding)
-            save_file({name: tensor.detach().clone().contiguous() for name, tensor in state_dict.items()},
-                      self.folder / _WEIGHTS_FILE)
-            write_json(self.folder / _RESULT_FILE, dataclasses.asdict(result))
+def _by_rank(folder: Path, pattern: str) -> list[Path]:
+    """Return the files of ``folder`` matching ``pattern`` (``name-rank*.ext``), lowest rank first."""
+    return sorted(folder.glob(pattern), key=lambda path: int(path.stem.rpartition("-rank")[2]))
 
 
 def _raise_saved_divergence(folder: Path) -> None:
     """Re-raise the DivergenceError of the lowest rank that saved one, if any did."""
-    saved = sorted(folder.glob("divergence-rank*.json"), key=lambda path: int(path.stem.removeprefix("divergence-rank")))
+    saved = _by_rank(folder, "divergence-rank*.json")
     if saved:
         # NOTE: the history of a saved error contains that process's own rows. Its tokens count
         # batch_size / N rows per micro-batch, and its loss is that of its slice only.
@@ -553,7 +613,8 @@ def _raise_saved_divergence(folder: Path) -> None:
 
 
 def _load_trained(model: torch.nn.Module, folder: Path) -> TrainResult:
-    """Load process 0's weights (safetensors) into ``model`` and return its TrainResult (JSON): nothing is unpickled."""
-    model.load_state_dict(load_file(folder / _WEIGHTS_FILE))
+    """Load process 0's weights (safetensors) into ``model`` and return its TrainResult (JSON)."""
+    device = next(model.parameters()).device
+    model.load_state_dict(load_file(folder / WEIGHTS_FILE, device=str(device)))
     model.eval()
-    return TrainResult(**read_json(folder / _RESULT_FILE))
+    return TrainResult(**read_json(folder / RESULT_FILE))

@@ -44,7 +44,7 @@ HEADER = """\
 CORE = ("config", "settings", "io", "runtime", "model", "tokenizer", "data", "evaluate", "losses",
         "checkpoint", "resources", "prepare", "prepare_language", "language", "hub", "arithmetic", "templates",
         "distill")
-TRAINING = CORE + ("train", "distributed", "sam", "compute", "noise")
+TRAINING = CORE + ("train", "distributed", "distributed_worker", "sam", "compute", "noise")
 RELEARN = TRAINING + ("relearn", "names")
 FIGURES = RELEARN + ("experiments", "plots", "report")
 # The WMDP branch: its own modules on top of the training loop

@@ -44,18 +44,42 @@ def start_stage(params_file: str, setting: str, stage: str, item: str = "",
     params = load_params(params_file)
     if setting not in params.shared.settings:
         raise ValueError(f"setting {setting!r} is not in shared.settings {list(params.shared.settings)}")
+    device, stage_seed = set_up_run(params, seed, (setting, stage, item))
+    logger.info("stage %s %s (%s) on %s, training seed %s, stage seed %d", stage, item, setting, device, seed,
+                stage_seed)
+    return params, device, stage_seed
+
+
+def set_up_run(params: Params, seed: int | None, names: tuple[str, ...]) -> tuple[torch.device, int]:
+    """Set up logging and threads, seed every RNG with the stage seed, and pick the device.
+
+    Args:
+        seed: the training seed, one of ``shared.seeds``; None uses ``shared.seed``.
+        names: what the stage seed derives from besides the seed (setting or branch, stage, item).
+
+    Returns:
+        (device, stage_seed).
+
+    Raises:
+        ValueError: ``seed`` is not in ``shared.seeds``.
+        RuntimeError: ``shared.device`` is cuda without a GPU, or ``shared.num_processes`` asks for
+            more training processes than there are GPUs.
+    """
     if seed is not None and seed not in params.shared.seeds:
         raise ValueError(f"seed {seed} is not in shared.seeds {list(params.shared.seeds)}; add it there "
                          "(and run `dvc repro`) or pass one of those seeds")
     setup_notebook(params.shared.torch_threads)
-    stage_seed = derive_seed(params.shared.seed if seed is None else seed, setting, stage, item)
+    stage_seed = derive_seed(params.shared.seed if seed is None else seed, *names)
     seed_everything(stage_seed)
     device = resolve_device(params.shared.device)
+    processes = params.shared.num_processes
+    if device.type == "cuda" and processes > torch.cuda.device_count():
+        raise RuntimeError(f"shared.num_processes={processes} trains on one GPU per process, but "
+                           f"{torch.cuda.device_count()} are visible. Set shared.num_processes to at most "
+                           f"{torch.cuda.device_count()}, or shared.device: cpu.")
     torch.backends.cuda.matmul.allow_tf32 = params.shared.tf32  # no effect on CPU
     torch.backends.cudnn.allow_tf32 = params.shared.tf32
-    logger.info("stage %s %s (%s) on %s, training seed %s, stage seed %d", stage, item, setting, device, seed,
-                stage_seed)
-    return params, device, stage_seed
+    return device, stage_seed
 
 
 def producing_stage(setting: str, model_name: str, seed: int) -> str:

@@ -67,6 +67,8 @@ class TrainResult:
     seconds: float = 0.0  # wall-clock time of the loop, summed over resumed runs
     history: list[dict] = field(default_factory=list)  # one row per step; eval columns on eval steps
     resumed_from_step: int | None = None  # step of the checkpoint this run resumed from, if any
+    # Set by run_training with several processes: the largest peak memory of one of them (compute.peak_memory_bytes)
+    process_peak_memory_bytes: int | None = None
 
 
 def lr_at(step: int, params: TrainParams) -> float:

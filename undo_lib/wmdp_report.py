@@ -11,11 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from undo_lib import report  # noqa: E402
 from undo_lib.config import Params, WMDPEvaluateParams  # noqa: E402
 from undo_lib.io import atomic_write_text, read_json, write_json  # noqa: E402
 from undo_lib.multiple_choice import load_questions  # noqa: E402
 from undo_lib.relearn import worst_case  # noqa: E402
-from undo_lib.report import timing_table as _timing_rows  # noqa: E402
 from undo_lib.wmdp import undo_name  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def write_wmdp_report(summary: dict, out_dir: str | Path) -> None:
 
 def timing_table(timing_dir: str | Path) -> pd.DataFrame:
     """Wall time, tokens per second and peak memory of every WMDP training stage item."""
-    return pd.DataFrame(_timing_rows(timing_dir))
+    return pd.DataFrame(report.timing_table(timing_dir))
 
 
 def chance_accuracy(params: WMDPEvaluateParams) -> float | None:

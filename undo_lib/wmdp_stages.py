@@ -8,9 +8,8 @@ from pathlib import Path
 import torch
 
 from undo_lib.config import Params, ParamsError, WMDPParams, load_params
-from undo_lib.io import derive_seed, seed_everything, setup_notebook
-from undo_lib.model import resolve_device
 from undo_lib.prepare import MANIFEST, verify_data
+from undo_lib.runtime import set_up_run
 from undo_lib.wmdp import DATA_FILES, SOURCE_RECORD
 
 logger = logging.getLogger(__name__)
@@ -28,15 +27,7 @@ def start_wmdp_stage(params_file: str, stage: str, item: str = "",
     if params.wmdp is None:
         raise ParamsError(f"{params_file} has no 'wmdp' section, which the WMDP stages read. Copy it from "
                           "params.yaml (the offline stand-in) or profiles/paper-gpu.yaml.")
-    if seed is not None and seed not in params.shared.seeds:
-        raise ValueError(f"seed {seed} is not in shared.seeds {list(params.shared.seeds)}; add it there "
-                         "(and run `dvc repro`) or pass one of those seeds")
-    setup_notebook(params.shared.torch_threads)
-    stage_seed = derive_seed(params.shared.seed if seed is None else seed, "wmdp", stage, item)
-    seed_everything(stage_seed)
-    device = resolve_device(params.shared.device)
-    torch.backends.cuda.matmul.allow_tf32 = params.shared.tf32  # no effect on CPU
-    torch.backends.cudnn.allow_tf32 = params.shared.tf32
+    device, stage_seed = set_up_run(params, seed, ("wmdp", stage, item))
     logger.info("WMDP stage %s %s on %s, training seed %s, stage seed %d", stage, item, device, seed, stage_seed)
     return params, device, stage_seed
 

@@ -80,8 +80,11 @@ def _documents(rng: random.Random, facts: list[dict], count: int, per_document: 
 
 
 def _questions(rng: random.Random, facts: list[dict], subject: str) -> list[dict]:
-    """One four-choice question per fact. The answer letters cycle A, B, C, D, so a model that always
-    picks the same letter scores chance (0.25) on every 4 consecutive questions."""
+    """Return one four-choice question per fact, in shuffled order.
+
+    The answer positions cycle A, B, C, D before the shuffle, so each letter is the answer to a
+    quarter of the questions (to within one), and a model that always picks one letter scores 0.25.
+    """
     questions = []
     for index, fact in enumerate(facts):
         choices = rng.sample([v for v in fact["pool"] if v != fact["value"]], 3)
@@ -98,7 +101,7 @@ def _general(rng: random.Random, templates: tuple[str, ...], count: int) -> list
 
 
 def _harness_task(task: str, test_file: str, dev_file: str | None, subject: str) -> str:
-    """An lm-evaluation-harness task YAML in the prompt format of its MMLU and WMDP tasks."""
+    """Return an lm-evaluation-harness task YAML in the prompt format of its MMLU and WMDP tasks."""
     files = f"    test: {test_file}\n" + (f"    dev: {dev_file}\n" if dev_file else "")
     fewshot = "fewshot_split: dev\nfewshot_config:\n  sampler: first_n\n" if dev_file else ""
     return ("# lm-evaluation-harness task over the stand-in questions; paths are relative to the repository root\n"

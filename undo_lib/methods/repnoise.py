@@ -75,6 +75,16 @@ def noise_mmd(mlp_outputs: list[torch.Tensor], mask: torch.Tensor, generator: to
     return total / len(mlp_outputs)
 
 
+def unwrapped(model):
+    """Return the causal LM inside a DistributedDataParallel wrapper, or ``model`` itself.
+
+    The logit lens and the MLP hooks need the decoder's submodules. Their weights may be used
+    outside the wrapper's forward pass: their gradients still arrive in the same backward pass, and
+    DDP averages them then.
+    """
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def _lm_logits(model, normed: torch.Tensor) -> torch.Tensor:
     logits = model.lm_head(normed)
     cap = model.config.final_logit_softcapping
@@ -90,6 +100,7 @@ def logit_lens_ce(model, hidden_states: tuple[torch.Tensor, ...], logits: torch.
     Every entry but the last goes through the final norm, the LM head and the soft-cap. The last
     entry is already normed (transformers' Gemma2), so the model's ``logits`` stand in for it.
     """
+    model = unwrapped(model)
     terms = [causal_ce(logits, input_ids, mask)]
     for hidden in hidden_states[:-1]:
         lens_logits = _lm_logits(model, model.model.norm(hidden))
@@ -98,10 +109,10 @@ def logit_lens_ce(model, hidden_states: tuple[torch.Tensor, ...], logits: torch.
 
 
 def forward_with_mlp_outputs(model, input_ids: torch.Tensor):
-    """Run ``model`` with hidden states and return (its output, the MLP output of every layer)."""
+    """Run ``model`` (through any DDP wrapper) with hidden states; return (its output, every layer's MLP output)."""
     captured: list[torch.Tensor] = []
     handles = [layer.mlp.register_forward_hook(lambda module, args, output: captured.append(output))
-               for layer in model.model.layers]
+               for layer in unwrapped(model).model.layers]
     try:
         output = model(input_ids=input_ids, output_hidden_states=True)
     finally:
