@@ -2,8 +2,14 @@
 processes (gloo) that ends with the weights and loss history of one process on the same global batches.
 """
 
+import math
+import subprocess
+import sys
+import time
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate.utils import DistributedType
@@ -12,7 +18,7 @@ from undo_lib.compute import timing_record
 from undo_lib.config import MaxEntParams, RMUParams, TrainParams
 from undo_lib.data import PackedData, batches, paired_batches
 from undo_lib.distill import make_distill_loss
-from undo_lib.distributed import (DISTRIBUTED, ShardedBatches, launch, run_training, shard_batch,
+from undo_lib.distributed import (DISTRIBUTED, ShardedBatches, _stop, launch, run_training, shard_batch,
                                   train_distributed)
 from undo_lib.evaluate import text_ce
 from undo_lib.losses import lm_loss
@@ -31,7 +37,8 @@ PROCESSES = 2
 # rows inside it, and the matmuls see 2 rows instead of 4. AdamW divides each gradient element by its
 # running RMS, so a rounding error of a few float32 ulps (1.2e-7 relative) in a small gradient becomes
 # a larger relative error in that element's update. Measured with torch 2.13.0 on a 2-core x86_64 CPU,
-# one thread per process: largest weight difference 1.4e-6 (in the embedding), largest difference in
+# one thread per process (as conftest sets, and as run_training gives each of 2 processes of a
+# 2-thread caller): largest weight difference 1.4e-6 (in the embedding), largest difference in
 # the loss, gradient norm or held-out CE 8.3e-7. The tolerance leaves about 7 times that. A broken
 # split, with both processes on the same 2 rows, moves weights by up to 9e-2, and
 # test_tolerance_detects_half_batches checks that the tolerance rejects it.
@@ -550,9 +557,78 @@ def _failing_loss(model, batch):
 def test_run_training_reports_process_error(tiny_model_params):
     model = build_model(tiny_model_params, VOCAB, seed=0)
 
-    with pytest.raises(RuntimeError, match=r"(?s)training processes failed.*error of process 0.*"
+    with pytest.raises(RuntimeError, match=r"(?s)training processes failed.*Process 0:.*"
                                            r"ValueError: this loss always fails"):
         run_training(model, _failing_loss, _train_batches(), _params(steps=2), FLOPS_PER_TOKEN, num_processes=PROCESSES)
+
+
+def _fails_on_rank_one(model, batch):
+    if torch.distributed.get_rank() == 1:
+        raise KeyError("only process 1 fails")
+    return lm_loss(model, batch)
+
+
+def test_run_training_reports_every_process_error(tiny_model_params):
+    model = build_model(tiny_model_params, VOCAB, seed=0)
+
+    with pytest.raises(RuntimeError, match=r"(?s)Process 1:.*KeyError: 'only process 1 fails'"):
+        run_training(model, _fails_on_rank_one, _train_batches(), _params(steps=2), FLOPS_PER_TOKEN,
+                     num_processes=PROCESSES)
+
+
+class NaNMetric:
+    """Evaluator whose metrics are a NaN float, a numpy float and a one-element tensor."""
+
+    def __call__(self, model) -> dict:
+        return {"nan": float("nan"), "numpy": np.float32(0.5), "tensor": torch.tensor(0.25)}
+
+
+def test_run_training_history_values_survive(tiny_model_params):
+    model = build_model(tiny_model_params, VOCAB, seed=0)
+
+    result = run_training(model, lm_loss, _train_batches(), _params(steps=2, eval_every=1), FLOPS_PER_TOKEN,
+                          evaluate=NaNMetric(), num_processes=PROCESSES)
+
+    row = result.history[-1]
+    assert math.isnan(row["nan"])
+    assert row["numpy"] == 0.5
+    assert row["tensor"] == 0.25
+
+
+def test_stop_terminates_launcher():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    _stop(child)
+
+    assert child.returncode is not None
+
+
+def test_launcher_stops_when_caller_dies(tmp_path):
+    # The caller starts a sleeping child as run_training starts the launcher, then is killed
+    script = ("import subprocess, sys, time\n"
+              "from undo_lib.distributed import _stop_with_parent\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+              "preexec_fn=_stop_with_parent)\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child_pid = int(caller.stdout.readline())
+
+    caller.kill()
+    caller.wait()
+
+    assert _exits_within(child_pid, seconds=10)
+
+
+def _exits_within(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` is gone or a zombie within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{pid}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_run_training_rejects_unpicklable_arguments(tiny_model_params):

@@ -58,6 +58,7 @@ def test_cpu_run_writes_page(tiny_params_file, smoke_params_dict, tmp_path):
     assert f"| arithmetic | {result.n_params:,} |" in page
     assert f"{result.mfu:.1%}" in page
     assert "Peak: 0.5 TFLOP/s" in page
+    assert page.rstrip().endswith("| n/a |")  # no verdict for a CPU run
 
 
 @pytest.mark.parametrize("argv, message", [

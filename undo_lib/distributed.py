@@ -32,10 +32,13 @@ the limits (checkpoints, RepNoise, failures).
 from __future__ import annotations
 
 import collections
+import ctypes
 import dataclasses
+import json
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,6 +60,7 @@ from safetensors.torch import load_file
 
 from undo_lib.config import TrainParams
 from undo_lib.io import read_json
+from undo_lib.model import check_gpu_count
 from undo_lib.train import DivergenceError, EvalFn, LossFn, StopFn, TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -241,22 +245,13 @@ def _combine_processes(result: TrainResult, accelerator: Accelerator, metric_nam
     return result
 
 
-def _check_supported(params: TrainParams, accelerator: Accelerator, checkpoint_dir, distributed: str) -> None:
+def _check_supported(params: TrainParams, processes: int, checkpoint_dir, distributed: str) -> None:
     """Reject settings that this data-parallel path does not support, before any training runs."""
-    processes = accelerator.num_processes
     if distributed not in DISTRIBUTED:
         raise ValueError(f"distributed={distributed!r} is invalid; expected one of {list(DISTRIBUTED)}.")
     if distributed == "fsdp" and params.sam_rho > 0:
         raise ValueError(f"sam_rho={params.sam_rho} is not supported with distributed='fsdp', because SAM's "
                          "gradient norm over sharded gradients is untested. Use distributed='ddp' or one process.")
-    if accelerator.mixed_precision != "no":
-        raise ValueError(f"the Accelerator has mixed_precision={accelerator.mixed_precision!r}, which would add "
-                         "a second autocast around the training loop's own. Create it with "
-                         "mixed_precision='no' and set the stage's train.precision: bf16 instead.")
-    if accelerator.distributed_type in _SHARDED_TYPES:
-        raise ValueError(f"distributed_type={accelerator.distributed_type.value} is not supported: accelerate's "
-                         "plugin would wrap the model for its own loop. Launch plain data parallelism (the "
-                         "default of accelerate launch) and pass distributed='fsdp' to shard the weights.")
     if params.batch_size % processes != 0:
         raise ValueError(f"batch_size={params.batch_size} is not a multiple of the {processes} processes, "
                          f"and each process trains on batch_size / {processes} rows of every micro-batch. "
@@ -266,6 +261,18 @@ def _check_supported(params: TrainParams, accelerator: Accelerator, checkpoint_d
                          "processes, because every process would write and resume the same checkpoint folder. "
                          "Set the stage's train.checkpoint_every: 0, pass checkpoint_dir=None, or train in "
                          "one process.")
+
+
+def _check_accelerator(accelerator: Accelerator) -> None:
+    """Reject an Accelerator whose own mixed precision or model wrapping would clash with the loop."""
+    if accelerator.mixed_precision != "no":
+        raise ValueError(f"the Accelerator has mixed_precision={accelerator.mixed_precision!r}, which would add "
+                         "a second autocast around the training loop's own. Create it with "
+                         "mixed_precision='no' and set the stage's train.precision: bf16 instead.")
+    if accelerator.distributed_type in _SHARDED_TYPES:
+        raise ValueError(f"distributed_type={accelerator.distributed_type.value} is not supported: accelerate's "
+                         "plugin would wrap the model for its own loop. Launch plain data parallelism (the "
+                         "default of accelerate launch) and pass distributed='fsdp' to shard the weights.")
 
 
 def train_distributed(
@@ -314,7 +321,8 @@ def train_distributed(
         ``flops`` count all processes, and the history's loss and loss logs are averaged over them.
     """
     accelerator = accelerator if accelerator is not None else Accelerator()
-    _check_supported(params, accelerator, checkpoint_dir, distributed)
+    _check_supported(params, accelerator.num_processes, checkpoint_dir, distributed)
+    _check_accelerator(accelerator)
     try:
         if accelerator.num_processes == 1:
             return train(accelerator.prepare_model(model), loss_fn, batches, params, flops_per_token, evaluate,
@@ -531,6 +539,8 @@ ARGUMENTS_FILE = "arguments.pt"  # run_training's arguments, for every process
 WEIGHTS_FILE = "rank0.safetensors"  # process 0's trained weights
 RESULT_FILE = "rank0.json"  # process 0's TrainResult
 _OUTPUT_TAIL = 40  # lines of the processes' output kept for the error message
+_STOP_SECONDS = 30  # how long a terminated launcher gets to stop its processes before it is killed
+_PR_SET_PDEATHSIG = 1  # the prctl option of <linux/prctl.h>
 
 
 def _save_arguments(arguments: dict, path: Path) -> None:
@@ -561,12 +571,9 @@ def _check_launchable(model: torch.nn.Module, params: TrainParams, processes: in
         raise ValueError(f"num_processes={processes} trains on the CPU or on GPUs, but the model is on "
                          f"{sorted(devices)}. Set shared.device: cpu or cuda, or shared.num_processes: 1.")
     device_type = devices.pop()
-    if device_type == "cuda" and torch.cuda.device_count() < processes:
-        raise ValueError(f"num_processes={processes} needs one GPU per process, but {torch.cuda.device_count()} "
-                         f"are visible. Set shared.num_processes to at most {torch.cuda.device_count()}.")
-    accelerator = SimpleNamespace(num_processes=processes, mixed_precision="no",
-                                  distributed_type=DistributedType.MULTI_CPU)
-    _check_supported(params, accelerator, checkpoint_dir, distributed)
+    if device_type == "cuda":
+        check_gpu_count(processes)
+    _check_supported(params, processes, checkpoint_dir, distributed)
     return device_type
 
 
@@ -583,18 +590,62 @@ def _launch_workers(folder: Path, processes: int, device_type: str) -> None:
     logger.info("starting %d %s processes: accelerate launch -m undo_lib.distributed_worker", processes,
                 "GPU" if device_type == "cuda" else "CPU")
     tail: collections.deque[str] = collections.deque(maxlen=_OUTPUT_TAIL)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=environment) as workers:
+    workers = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=environment, preexec_fn=_stop_with_parent)
+    try:
         for line in workers.stdout:
             tail.append(line.rstrip())
-            logger.info("| %s", line.rstrip())
+            logger.log(_level_of(line), "| %s", line.rstrip())
+        workers.wait()
+    finally:
+        _stop(workers)  # on an exception here (an interrupted notebook), the processes must not train on
     if workers.returncode != 0:
         _raise_saved_divergence(folder)
-        failures = _by_rank(folder, "failure-rank*.txt")
-        detail = (f"The error of process {failures[0].stem.removeprefix('failure-rank')}:\n"
-                  + failures[0].read_text(encoding="utf-8") if failures
-                  else "The end of their output:\n" + "\n".join(tail))
-        raise RuntimeError(f"the {processes} training processes failed (exit status {workers.returncode}). {detail}")
+        raise RuntimeError(f"the {processes} training processes failed (exit status {workers.returncode}). "
+                           + _failure_report(folder, tail))
+
+
+def _stop_with_parent() -> None:
+    """Ask Linux to send SIGTERM to the launcher when the process that started it dies (prctl PR_SET_PDEATHSIG).
+
+    accelerate's launcher passes SIGTERM on to the training processes, so a notebook killed by DVC or
+    Papermill leaves none behind. Elsewhere this does nothing.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop(workers: subprocess.Popen) -> None:
+    """Terminate the launcher, and with it the training processes, unless it has exited already."""
+    if workers.poll() is not None:
+        return
+    workers.terminate()
+    try:
+        workers.wait(timeout=_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        workers.kill()
+        workers.wait()
+
+
+def _level_of(line: str) -> int:
+    """Return the log level of one line of the processes' output: the WARNING or ERROR it names, else INFO."""
+    for level in (logging.ERROR, logging.WARNING):
+        if f" {logging.getLevelName(level)}" in line:
+            return level
+    return logging.INFO
+
+
+def _failure_report(folder: Path, tail) -> str:
+    """Return every failed process's traceback, or the end of the output when none was saved.
+
+    When one process fails, the others often fail after it in a collective (a closed connection).
+    The lowest rank's traceback may therefore not show the cause, so all of them are returned.
+    """
+    failures = _by_rank(folder, "failure-rank*.txt")
+    if not failures:
+        return "The end of their output:\n" + "\n".join(tail)
+    reports = [f"Process {path.stem.rpartition('-rank')[2]}:\n{path.read_text(encoding='utf-8')}" for path in failures]
+    return "The errors of the processes that saved one:\n" + "\n".join(reports)
 
 
 def _by_rank(folder: Path, pattern: str) -> list[Path]:
@@ -617,4 +668,4 @@ def _load_trained(model: torch.nn.Module, folder: Path) -> TrainResult:
     device = next(model.parameters()).device
     model.load_state_dict(load_file(folder / WEIGHTS_FILE, device=str(device)))
     model.eval()
-    return TrainResult(**read_json(folder / RESULT_FILE))
+    return TrainResult(**json.loads((folder / RESULT_FILE).read_text(encoding="utf-8")))

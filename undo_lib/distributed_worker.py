@@ -11,11 +11,13 @@ raise it again.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 import traceback
 from pathlib import Path
 
+import numpy
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
@@ -26,7 +28,7 @@ from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
 from undo_lib.compute import peak_memory_bytes
 from undo_lib.distributed import (ARGUMENTS_FILE, RESULT_FILE, WEIGHTS_FILE, divergence_file, failure_file,
                                   full_state_dict, train_distributed)
-from undo_lib.io import write_json
+from undo_lib.io import atomic_write_text
 from undo_lib.train import DivergenceError
 
 logger = logging.getLogger(__name__)
@@ -59,8 +61,15 @@ def register_output_capture(model: torch.nn.Module) -> None:
 
 
 def _set_up_process(accelerator: Accelerator, runtime: dict) -> None:
-    """Give this process the caller's threads, TF32 flags and RNG state, and log only on process 0."""
-    torch.set_num_threads(runtime["threads"])
+    """Set this process's threads, the caller's TF32 flags and RNG state, and log only on process 0.
+
+    On the CPU the N processes share the caller's threads (at least one each), so they do not
+    oversubscribe the cores the stage was given. A GPU process keeps the caller's thread count.
+    """
+    threads = runtime["threads"]
+    if accelerator.device.type == "cpu":
+        threads = max(1, threads // accelerator.num_processes)
+    torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = runtime["tf32"]
     torch.backends.cudnn.allow_tf32 = runtime["tf32"]
     torch.set_rng_state(runtime["rng_state"].cpu())  # map_location moved it
@@ -87,8 +96,8 @@ def train_process(folder: Path, accelerator: Accelerator) -> None:
     try:
         result = train_distributed(**arguments, accelerator=accelerator)
     except DivergenceError as err:
-        write_json(divergence_file(folder, rank),
-                   {"step": err.step, "lr": err.lr, "what": err.what, "history": err.history})
+        record = {"step": err.step, "lr": err.lr, "what": err.what, "history": err.history}
+        atomic_write_text(divergence_file(folder, rank), json.dumps(record, default=_number))
         raise
     state_dict = full_state_dict(arguments["model"])  # a collective with FSDP: every process calls it
     result.process_peak_memory_bytes = max(gather_object([peak_memory_bytes()]))  # a collective too
@@ -96,7 +105,18 @@ def train_process(folder: Path, accelerator: Accelerator) -> None:
         # Cloned, because safetensors refuses tensors that share memory (the tied embedding)
         save_file({name: tensor.detach().to("cpu").clone().contiguous() for name, tensor in state_dict.items()},
                   folder / WEIGHTS_FILE)
-        write_json(folder / RESULT_FILE, dataclasses.asdict(result))
+        # Plain JSON with NaN kept (write_json writes null), so that the caller gets the history unchanged
+        atomic_write_text(folder / RESULT_FILE, json.dumps(dataclasses.asdict(result), default=_number))
+
+
+def _number(value) -> float | int:
+    """Return a numpy scalar or a one-element tensor of a history row as a Python number, for json.dumps."""
+    if isinstance(value, numpy.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    raise TypeError(f"a history value of type {type(value).__name__} cannot be written as JSON: return numbers "
+                    "from the evaluator and the loss logs")
 
 
 if __name__ == "__main__":

@@ -117,3 +117,12 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("shared.device is 'cuda' but no CUDA device is visible; set it to 'auto' or 'cpu'.")
     return torch.device(choice)
+
+
+def check_gpu_count(processes: int) -> None:
+    """Reject more training processes than visible GPUs: ``run_training`` starts one process per GPU."""
+    count = torch.cuda.device_count()
+    if processes > count:
+        visible = f"{count} GPU is" if count == 1 else f"{count} GPUs are"
+        raise ValueError(f"shared.num_processes={processes} trains on one GPU per process, but {visible} "
+                         f"visible. Set shared.num_processes to at most {count}, or shared.device: cpu.")

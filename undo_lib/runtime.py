@@ -22,7 +22,7 @@ import transformers
 from undo_lib.checkpoint import remove_checkpoint
 from undo_lib.config import RUN_NAMES, Params, TrainParams, load_params, to_dict
 from undo_lib.io import derive_seed, file_sha256, seed_everything, setup_notebook, write_csv, write_json
-from undo_lib.model import resolve_device, save_model
+from undo_lib.model import check_gpu_count, resolve_device, save_model
 from undo_lib.prepare import MANIFEST
 from undo_lib.resources import check_memory, estimate_training_memory
 
@@ -62,8 +62,8 @@ def set_up_run(params: Params, seed: int | None, names: tuple[str, ...]) -> tupl
 
     Raises:
         ValueError: ``seed`` is not in ``shared.seeds``.
-        RuntimeError: ``shared.device`` is cuda without a GPU, or ``shared.num_processes`` asks for
-            more training processes than there are GPUs.
+        RuntimeError: ``shared.device`` is cuda without a GPU.
+        ValueError: ``shared.num_processes`` asks for more training processes than there are GPUs.
     """
     if seed is not None and seed not in params.shared.seeds:
         raise ValueError(f"seed {seed} is not in shared.seeds {list(params.shared.seeds)}; add it there "
@@ -72,11 +72,8 @@ def set_up_run(params: Params, seed: int | None, names: tuple[str, ...]) -> tupl
     stage_seed = derive_seed(params.shared.seed if seed is None else seed, *names)
     seed_everything(stage_seed)
     device = resolve_device(params.shared.device)
-    processes = params.shared.num_processes
-    if device.type == "cuda" and processes > torch.cuda.device_count():
-        raise RuntimeError(f"shared.num_processes={processes} trains on one GPU per process, but "
-                           f"{torch.cuda.device_count()} are visible. Set shared.num_processes to at most "
-                           f"{torch.cuda.device_count()}, or shared.device: cpu.")
+    if device.type == "cuda":
+        check_gpu_count(params.shared.num_processes)
     torch.backends.cuda.matmul.allow_tf32 = params.shared.tf32  # no effect on CPU
     torch.backends.cudnn.allow_tf32 = params.shared.tf32
     return device, stage_seed
