@@ -149,7 +149,9 @@ def results_markdown(results: Sequence[MFUResult], device: torch.device, precisi
     ]
     judged = device.type == "cuda" and precision == "bf16"  # the target is set for a GPU in bf16 only
     for r in results:
-        met = ("yes" if r.mfu >= MIN_MFU else "**no**") if judged else "n/a"
+        met = "n/a"
+        if judged:
+            met = "yes" if r.mfu >= MIN_MFU else "**no**"
         lines.append(f"| {r.setting} | {r.n_params:,} | {r.tokens_per_step:,} | {r.seconds_per_step:.4f} | "
                      f"{r.tokens_per_second:,.0f} | {r.mfu:.1%} | {r.mfu_with_attention:.1%} | {met} |")
     return "\n".join(lines) + "\n"

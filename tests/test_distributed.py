@@ -513,7 +513,7 @@ def test_run_training_records_process_peak_memory(run_training_two_processes, on
     peak = run_training_two_processes["result"].process_peak_memory_bytes
 
     assert one_process["result"].process_peak_memory_bytes is None
-    assert peak > 50 * 2**20  # a process that imported torch and trained holds more than 50 MiB
+    assert peak > 50 * 2**20  # a process that imported torch and trained uses more than 50 MiB
     assert timing_record(run_training_two_processes["result"])["peak_memory_bytes"] >= peak
 
 

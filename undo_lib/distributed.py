@@ -473,7 +473,8 @@ def run_training(
     picklable: the model with its ``requires_grad`` flags (RMU's frozen layers), the modules a loss
     function holds (a distillation teacher, a frozen reference), the batch iterator in its current
     state, the evaluator and the stop rule. Functions defined in a notebook travel by value. Each
-    process gets this process's thread count, TF32 flags and CPU RNG state.
+    process gets this process's TF32 flags, CPU RNG state and thread count (split between the
+    processes on the CPU).
 
     The returned result's ``process_peak_memory_bytes`` is the largest peak memory of the processes.
 

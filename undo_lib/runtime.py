@@ -63,7 +63,7 @@ def set_up_run(params: Params, seed: int | None, names: tuple[str, ...]) -> tupl
     Raises:
         ValueError: ``seed`` is not in ``shared.seeds``.
         RuntimeError: ``shared.device`` is cuda without a GPU.
-        ValueError: ``shared.num_processes`` asks for more training processes than there are GPUs.
+        ValueError: ``shared.num_processes`` is larger than the number of visible GPUs.
     """
     if seed is not None and seed not in params.shared.seeds:
         raise ValueError(f"seed {seed} is not in shared.seeds {list(params.shared.seeds)}; add it there "
